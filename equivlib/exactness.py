@@ -1,0 +1,397 @@
+"""When is a subsampling layer exactly equivariant? (DESIGN.md §2)
+
+One spatial axis of size ``n``, kernel ``k``, dilation ``d``, stride ``s``, symmetric
+zero padding ``p``. Output ``i`` is centred at input coordinate ``s*i - p + d*(k-1)/2``.
+A 90° rotation or a flip about the image centre maps ``x -> n-1-x``; the layer commutes
+with it exactly iff the sample centres are symmetric about ``(n-1)/2``, i.e.
+
+    (n + 2p - d*(k-1) - 1) mod s == 0
+
+Stride-1 layers always satisfy it. The condition must hold for every subsampling layer
+at its *own* input size, so a network is exact only for the sizes that survive every stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def output_size(n: int, kernel_size: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output size of a conv / pooling layer along one axis (floor mode, as PyTorch)."""
+    _validate(n, kernel_size, stride, padding, dilation)
+    span = n + 2 * padding - dilation * (kernel_size - 1) - 1
+    if span < 0:
+        raise ValueError(
+            f"input size {n} (padding {padding}) is smaller than the effective kernel "
+            f"{dilation * (kernel_size - 1) + 1}: the layer has no output"
+        )
+    return span // stride + 1
+
+
+def is_exact(n: int, kernel_size: int, stride: int, padding: int, dilation: int = 1) -> bool:
+    """True iff the layer's sampling grid on an input of size ``n`` is symmetric about the
+    centre, so the layer commutes exactly with 90° rotations and flips."""
+    _validate(n, kernel_size, stride, padding, dilation)
+    return (n + 2 * padding - dilation * (kernel_size - 1) - 1) % stride == 0
+
+
+def _validate(n: int, kernel_size: int, stride: int, padding: int, dilation: int) -> None:
+    _check_positive("input size n", n)
+    _check_positive("kernel_size", kernel_size)
+    _check_positive("stride", stride)
+    _check_positive("dilation", dilation)
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(
+            f"padding must be a non-negative integer (symmetric padding), got {padding!r}; "
+            "asymmetric or string padding cannot be judged by this formula"
+        )
+
+
+Stage = tuple[int, int, int] | tuple[int, int, int, int]
+
+
+def is_exact_stack(n: int, stages: Sequence[Stage]) -> bool:
+    """Exactness of a chain of layers, each given as ``(kernel, stride, padding[, dilation])``,
+    checked at each layer's own input size."""
+    for stage in stages:
+        if not is_exact(n, *stage):
+            return False
+        n = output_size(n, *stage)
+    return True
+
+
+def stage_sizes(n: int, stages: Sequence[Stage]) -> list[int]:
+    """Input size seen by each layer of the chain, followed by the final output size."""
+    sizes = [n]
+    for stage in stages:
+        n = output_size(n, *stage)
+        sizes.append(n)
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------
+# Tracing any nn.Module: which subsampling layers does an input size make exact?
+# ---------------------------------------------------------------------------------------
+
+Pair = tuple[int, int]
+
+
+def _pair(value) -> Pair:
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[-1])) if len(value) else (0, 0)
+    return int(value), int(value)
+
+
+def _windows_symmetric(windows: list[tuple[float, float]], n: int) -> bool:
+    """Is a set of windows [start, end) on an axis of size n mirror-symmetric about the
+    centre? (Mirror maps [a, b) to [n - b, n - a).)"""
+    ours = sorted(windows)
+    mirrored = sorted((n - b, n - a) for a, b in windows)
+    return ours == mirrored
+
+
+def _pool_windows(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> list[tuple[int, int]]:
+    """Windows a (max/avg) pooling layer reads, clipped to the padded input."""
+    span = n + 2 * p - d * (k - 1) - 1
+    if span < 0:
+        return []
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:  # PyTorch: last window must start inside
+        out -= 1
+    return [(s * i - p, min(s * i - p + d * (k - 1) + 1, n + p)) for i in range(out)]
+
+
+def _adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
+    return [(math.floor(i * n / out), math.ceil((i + 1) * n / out)) for i in range(out)]
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One spatial operation seen during the traced forward pass."""
+
+    module: str  # qualified name of the innermost module that called it ("" = the model)
+    module_type: str
+    op: str  # conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, pad, ...
+    input_size: Pair  # (H, W) of the op's own input
+    kernel: Pair | None = None
+    stride: Pair | None = None
+    padding: Pair | str | None = None
+    dilation: Pair | None = None
+    exact: bool | None = None  # None: cannot be judged (never counted as exact)
+    note: str = ""
+
+    @property
+    def subsampling(self) -> bool:
+        return self.stride is not None and max(self.stride) > 1
+
+    def as_dict(self) -> dict:
+        return {
+            "module": self.module or "(model)",
+            "type": self.module_type,
+            "op": self.op,
+            "input": f"{self.input_size[0]}x{self.input_size[1]}",
+            "kernel": _fmt(self.kernel),
+            "stride": _fmt(self.stride),
+            "padding": _fmt(self.padding),
+            "exact": {True: "yes", False: "NO", None: "unknown"}[self.exact],
+            "note": self.note,
+        }
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return str(value[0])
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+@dataclass
+class TraceReport:
+    """Every subsampling (or unjudgeable / asymmetric) operation of one forward pass."""
+
+    model_name: str
+    input_size: Pair
+    rows: list[TraceRow] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool | None:
+        """True: exactly equivariant to 90° rotations and flips (given equivariant layers);
+        False: at least one layer breaks it; None: some layer could not be judged."""
+        verdicts = [row.exact for row in self.rows]
+        if False in verdicts:
+            return False
+        return None if None in verdicts else True
+
+    @property
+    def verdict(self) -> str:
+        return {True: "EXACT", False: "NOT EXACT", None: "UNKNOWN"}[self.exact]
+
+    def breaking(self) -> list[TraceRow]:
+        return [row for row in self.rows if row.exact is False]
+
+    def as_dicts(self) -> list[dict]:
+        return [row.as_dict() for row in self.rows]
+
+    def __str__(self) -> str:
+        h, w = self.input_size
+        lines = [f"{self.model_name} at input {h}x{w}: {self.verdict}"]
+        if not self.rows:
+            lines.append("  no subsampling layers (stride 1 everywhere): exact at every size")
+            return "\n".join(lines)
+        table = self.as_dicts()
+        cols = ["module", "type", "op", "input", "kernel", "stride", "padding", "exact", "note"]
+        widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in cols}
+        lines.append("  " + "  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+        for r in table:
+            lines.append("  " + "  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+        return "\n".join(lines)
+
+
+def _bind(args: tuple, kwargs: dict, names: list[str], defaults: dict) -> dict:
+    bound = dict(defaults)
+    bound.update(zip(names, args, strict=False))
+    bound.update({k: v for k, v in kwargs.items() if k in names})
+    return bound
+
+
+class _Recorder(TorchFunctionMode):
+    """Intercepts spatial torch functions and records one TraceRow per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, str]] = []
+        self.rows: list[TraceRow] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        handler = _HANDLERS.get(getattr(func, "__name__", ""))
+        first = args[0] if args else None
+        if handler is not None and isinstance(first, torch.Tensor) and first.dim() >= 3:
+            module, module_type = self.stack[-1] if self.stack else ("", "")
+            row = handler(func.__name__, args, kwargs, tuple(args[0].shape[-2:]))
+            if row is not None:
+                self.rows.append(
+                    TraceRow(module=module, module_type=module_type, **row)
+                )
+        return func(*args, **kwargs)
+
+
+def _conv_row(op, args, kwargs, size):
+    b = _bind(args, kwargs, ["input", "weight", "bias", "stride", "padding", "dilation", "groups"],
+              {"stride": 1, "padding": 0, "dilation": 1})
+    k, s, d = _pair(tuple(b["weight"].shape[-2:])), _pair(b["stride"]), _pair(b["dilation"])
+    padding = b["padding"]
+    if isinstance(padding, str):
+        return _string_padding_row(op, size, k, s, d, padding)
+    p = _pair(padding)
+    return dict(op=op, input_size=size, kernel=k, stride=s, padding=p, dilation=d,
+                exact=all(is_exact(size[i], k[i], s[i], p[i], d[i]) for i in range(2)))
+
+
+def _string_padding_row(op, size, k, s, d, padding):
+    if padding == "valid":
+        return dict(op=op, input_size=size, kernel=k, stride=s, padding=(0, 0), dilation=d,
+                    exact=all(is_exact(size[i], k[i], s[i], 0, d[i]) for i in range(2)))
+    totals = [d[i] * (k[i] - 1) for i in range(2)]  # 'same' (stride 1 only in PyTorch)
+    symmetric = all(t % 2 == 0 for t in totals)
+    note = "" if symmetric else "padding='same' with an even effective kernel pads one side more"
+    return dict(op=op, input_size=size, kernel=k, stride=s, padding="same", dilation=d,
+                exact=symmetric, note=note)
+
+
+def _pool_row(op, args, kwargs, size):
+    names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"]
+    defaults = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
+    if op == "avg_pool2d":
+        names = ["input", "kernel_size", "stride", "padding", "ceil_mode"]
+    b = _bind(args, kwargs, names, defaults)
+    k = _pair(b["kernel_size"])
+    s = _pair(b["stride"]) if b["stride"] not in (None, (), []) else k
+    p, d, ceil = _pair(b["padding"]), _pair(b["dilation"]), bool(b["ceil_mode"])
+    exact = all(
+        _windows_symmetric(_pool_windows(size[i], k[i], s[i], p[i], d[i], ceil), size[i])
+        for i in range(2)
+    )
+    return dict(op=op.replace("_with_indices", ""), input_size=size, kernel=k, stride=s,
+                padding=p, dilation=d, exact=exact, note="ceil_mode" if ceil else "")
+
+
+def _adaptive_row(op, args, kwargs, size):
+    b = _bind(args, kwargs, ["input", "output_size"], {})
+    out = b["output_size"]
+    out = (out, out) if not isinstance(out, (tuple, list)) else tuple(out)
+    out = tuple(size[i] if out[i] is None else int(out[i]) for i in range(2))
+    if out == size:
+        return None
+    exact = all(_windows_symmetric(_adaptive_windows(size[i], out[i]), size[i]) for i in range(2))
+    stride = tuple(max(1, size[i] // out[i]) for i in range(2))
+    return dict(op=op.replace("_with_indices", ""), input_size=size, kernel=None,
+                stride=stride, padding=None, exact=exact, note=f"output {out[0]}x{out[1]}")
+
+
+def _pad_row(op, args, kwargs, size):
+    b = _bind(args, kwargs, ["input", "pad", "mode", "value"], {"mode": "constant"})
+    pad = list(b["pad"]) + [0] * (4 - len(b["pad"]))
+    left, right, top, bottom = pad[:4]
+    if left == right and top == bottom:
+        return None  # symmetric padding keeps the grid symmetric; the next layer sees n + 2p
+    return dict(op=op, input_size=size, padding=f"l{left} r{right} t{top} b{bottom}",
+                exact=False, note="asymmetric padding shifts the grid centre")
+
+
+def _unjudged_row(op, args, kwargs, size):
+    return dict(op=op, input_size=size, exact=None, note="resampling op not judged")
+
+
+_HANDLERS = {
+    "conv2d": _conv_row,
+    "max_pool2d": _pool_row,
+    "max_pool2d_with_indices": _pool_row,
+    "avg_pool2d": _pool_row,
+    "adaptive_avg_pool2d": _adaptive_row,
+    "adaptive_max_pool2d": _adaptive_row,
+    "adaptive_max_pool2d_with_indices": _adaptive_row,
+    "pad": _pad_row,
+    "interpolate": _unjudged_row,
+    "grid_sample": _unjudged_row,
+    "pixel_unshuffle": _unjudged_row,
+    "fractional_max_pool2d": _unjudged_row,
+    "lp_pool2d": _unjudged_row,
+    "conv_transpose2d": _unjudged_row,
+}
+
+
+def infer_input_shape(model: nn.Module, input_size: Pair, in_channels: int | None) -> tuple:
+    """(1, C, H, W), or (1, C, |G|, H, W) when the first convolution is a group conv."""
+    first = next((m for m in model.modules() if hasattr(m, "in_channels")), None)
+    if in_channels is None:
+        if first is None:
+            raise ValueError(
+                "cannot infer the number of input channels (no convolution with "
+                "`in_channels` found); pass in_channels=..."
+            )
+        in_channels = int(first.in_channels)
+    group = getattr(first, "group", None)
+    if group is not None and type(first).__name__ == "GroupConv2d":
+        return (1, in_channels, group.order, *input_size)
+    return (1, in_channels, *input_size)
+
+
+def trace(
+    model: nn.Module, input_size: int | Pair, in_channels: int | None = None,
+    name: str | None = None,
+) -> TraceReport:
+    """Run one forward pass of ``model`` on zeros of the given spatial size and report every
+    subsampling layer (any stride > 1 conv / pooling, from equivlib layers, torch.nn
+    modules or functional calls), plus asymmetric padding and resampling ops it cannot
+    judge, each checked at its own input size. Mode and weights are left unchanged."""
+    size = _pair(input_size)
+    if min(size) < 1:
+        raise ValueError(f"input_size must be positive, got {input_size!r}")
+    shape = infer_input_shape(model, size, in_channels)
+    param = next(model.parameters(), None)
+    x = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu")
+    recorder = _Recorder()
+    handles = []
+    for qualified, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(
+            lambda m, a, q=qualified: recorder.stack.append((q, type(m).__name__))))
+        handles.append(module.register_forward_hook(
+            lambda m, a, o: recorder.stack.pop()))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), recorder:
+            model(x)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{type(model).__name__} cannot run on input of shape {tuple(shape)}: {exc}"
+        ) from exc
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    rows = [r for r in recorder.rows if r.subsampling or r.exact is not True]
+    return TraceReport(name or type(model).__name__, size, rows)
+
+
+def exact_input_sizes(model: nn.Module, sizes, in_channels: int | None = None) -> list[int]:
+    """The sizes among ``sizes`` at which ``trace`` finds the model exact."""
+    return [n for n in sizes if trace(model, n, in_channels).exact is True]
+
+
+def nearest_exact_size(
+    model: nn.Module, n: int, in_channels: int | None = None, max_distance: int = 64,
+    direction: str = "nearest",
+) -> int | None:
+    """The exact input size closest to ``n`` (ties go to the larger size), searching at most
+    ``max_distance`` pixels away; ``direction`` 'up' or 'down' searches one side only.
+    None when there is none in range (e.g. a layer with asymmetric padding)."""
+    if direction not in ("nearest", "up", "down"):
+        raise ValueError(f"direction must be 'nearest', 'up' or 'down', got {direction!r}")
+    for distance in range(max_distance + 1):
+        candidates = []
+        if direction in ("nearest", "up"):
+            candidates.append(n + distance)
+        if direction in ("nearest", "down") and distance and n - distance >= 1:
+            candidates.append(n - distance)
+        for m in candidates:
+            try:
+                if trace(model, m, in_channels).exact is True:
+                    return m
+            except ValueError:
+                continue  # too small for the network
+    return None

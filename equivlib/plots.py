@@ -1,0 +1,96 @@
+"""One figure style for every notebook, and atomic, byte-reproducible figure and CSV output.
+
+Figures are written to a temporary name in the target folder and renamed into place, so a
+run that dies never leaves a half-written file where a good one was. PNG and PDF carry no
+timestamps, so the same numbers give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+EXACT_COLOR = "#1b7837"
+INEXACT_COLOR = "#c51b7d"
+NEUTRAL_COLOR = "#4d4d4d"
+
+STYLE: dict[str, object] = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "svg.hashsalt": "equivlib",
+}
+
+PROFILE_NOTES = {
+    "smoke": "SMOKE profile: a quick functional check, not the paper's numbers",
+    "cpu": "cpu profile: embedded data on a 2-core CPU (smaller than the paper's runs)",
+    "paper": "paper profile: the paper's datasets and hyperparameters",
+}
+
+
+def apply_style() -> None:
+    """Set the shared matplotlib style (call once per notebook)."""
+    plt.rcParams.update(STYLE)
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def stamp(fig: plt.Figure, profile: str, extra: str = "") -> None:
+    """Write the profile (and e.g. a stand-in-data note) in the figure's bottom-left corner."""
+    if profile not in PROFILE_NOTES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILE_NOTES)}")
+    text = PROFILE_NOTES[profile] + (f" — {extra}" if extra else "")
+    fig.text(0.005, 0.005, text, fontsize=7, color=NEUTRAL_COLOR, ha="left", va="bottom")
+
+
+def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Save ``fig`` as ``out_dir/name.png`` and ``.pdf`` atomically; return the paths."""
+    paths = []
+    for ext, metadata in ((".png", {"Software": None}), (".pdf", {"CreationDate": None,
+                                                                  "Producer": None})):
+        path = Path(out_dir) / f"{name}{ext}"
+        with _atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext[1:], metadata=metadata, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def save_and_show(fig: plt.Figure, out_dir: str | os.PathLike, name: str):
+    """Save ``fig`` (PNG + PDF), close it, and return the saved PNG as an IPython image, so a
+    notebook shows exactly the file it wrote whatever the matplotlib backend."""
+    from IPython.display import Image
+
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return Image(filename=str(paths[0]))
+
+
+def save_csv(table, out_dir: str | os.PathLike, name: str, float_format: str = "%.6g") -> Path:
+    """Write a pandas DataFrame as ``out_dir/name.csv`` atomically, with fixed float format."""
+    path = Path(out_dir) / f"{name}.csv"
+    with _atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
+    return path

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Rebuild every figure of the paper companion, or run the tests.
+#
+#   ./run_all.sh                      set up .venv on first use, rebuild all figures (cpu profile)
+#   ./run_all.sh --profile smoke      quick functional check of every notebook
+#   ./run_all.sh --only 01,04         rebuild only these notebooks
+#   ./run_all.sh --test               pytest tests/ and pytest --nbval notebooks/
+set -uo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+
+Options:
+  --profile smoke|cpu|paper   parameters from params/<profile>.yaml (default: cpu)
+  --only NN[,NN...]           notebook numbers to run (default: all)
+  --test                      run the test suites instead of rebuilding figures
+  -h, --help                  this help
+
+Environment: PYTHON (interpreter used to create .venv, default python3),
+DATA_DIR (downloaded datasets, paper profile), WANDB_MODE (default offline).
+EOF
+}
+
+profile=cpu
+only=""
+mode=rebuild
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) [ $# -ge 2 ] || { echo "run_all.sh: error: --profile needs a value" >&2; exit 2; }
+                   profile="$2"; shift 2 ;;
+        --profile=*) profile="${1#*=}"; shift ;;
+        --only) [ $# -ge 2 ] || { echo "run_all.sh: error: --only needs a value" >&2; exit 2; }
+                only="$2"; shift 2 ;;
+        --only=*) only="${1#*=}"; shift ;;
+        --test) mode=test; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run_all.sh: error: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$mode" = rebuild ] && [ ! -f "params/$profile.yaml" ]; then
+    known=$(ls params/*.yaml 2>/dev/null | xargs -n1 basename | sed 's/\.yaml$//' | paste -sd, -)
+    echo "run_all.sh: error: unknown profile '$profile': expected one of $known" >&2
+    exit 2
+fi
+
+# ---- set-up: create or update .venv when requirements.txt or pyproject.toml changed ----
+VENV=.venv
+stamp_file="$VENV/.installed-requirements"
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp_file" 2>/dev/null)" != "$want" ]; then
+    py="${PYTHON:-python3}"
+    if ! "$py" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
+        echo "run_all.sh: error: need Python 3.10-3.12 to create .venv (set PYTHON=...)" >&2
+        exit 2
+    fi
+    echo "setting up $VENV (first use or requirements changed; several minutes, log: $VENV/install.log)"
+    start=$SECONDS
+    [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV" || exit 1
+    if ! { "$VENV/bin/python" -m pip install -r requirements.txt \
+           && "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e . \
+           && "$VENV/bin/python" -m pip check; } >"$VENV/install.log" 2>&1; then
+        grep -v '^WARNING: Location' "$VENV/install.log" | tail -n 25 >&2
+        echo "run_all.sh: error: installing requirements failed (full log: $VENV/install.log)" >&2
+        exit 1
+    fi
+    echo "$want" >"$stamp_file"
+    echo "set-up done in $((SECONDS - start)) s ($(du -sh "$VENV" | cut -f1))"
+fi
+
+export WANDB_MODE="${WANDB_MODE:-offline}"
+export MPLBACKEND="${MPLBACKEND:-Agg}"
+export PYTHONHASHSEED=0
+export PYDEVD_DISABLE_FILE_VALIDATION=1
+PY="$VENV/bin/python"
+
+if [ "$mode" = rebuild ]; then
+    args=(--profile "$profile")
+    [ -n "$only" ] && args+=(--only "$only")
+    exec "$PY" tools/run_notebooks.py "${args[@]}"
+fi
+
+# ---- tests: library tests, then the notebooks' stored outputs; neither may touch figures/ ----
+figures_sum() { find figures -type f -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum; }
+before=$(figures_sum)
+status=0
+echo "== pytest tests/"
+WANDB_MODE=disabled "$PY" -m pytest tests/ -q || status=1
+echo "== pytest --nbval notebooks/"
+WANDB_MODE=disabled "$PY" -m pytest --nbval notebooks/ -q -p no:cacheprovider \
+    --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg || status=1
+if [ "$(figures_sum)" != "$before" ]; then
+    echo "run_all.sh: error: running the tests modified files under figures/" >&2
+    status=1
+fi
+[ $status -eq 0 ] && echo "all test suites passed" || echo "run_all.sh: some test suites FAILED" >&2
+exit $status
