@@ -345,12 +345,19 @@ def trace(
     x = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else "cpu")
     recorder = _Recorder()
+
+    def enter(qualified: str):
+        def hook(module: nn.Module, args) -> None:
+            recorder.stack.append((qualified, type(module).__name__))
+        return hook
+
+    def leave(module: nn.Module, args, output) -> None:
+        recorder.stack.pop()
+
     handles = []
     for qualified, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(
-            lambda m, a, q=qualified: recorder.stack.append((q, type(m).__name__))))
-        handles.append(module.register_forward_hook(
-            lambda m, a, o: recorder.stack.pop()))
+        handles.append(module.register_forward_pre_hook(enter(qualified)))
+        handles.append(module.register_forward_hook(leave, always_call=True))
     was_training = model.training
     model.eval()
     try:
