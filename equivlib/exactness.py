@@ -13,6 +13,7 @@ at its *own* input size, so a network is exact only for the sizes that survive e
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -329,21 +330,11 @@ def infer_input_shape(model: nn.Module, input_size: Pair, in_channels: int | Non
     return (1, in_channels, *input_size)
 
 
-def trace(
-    model: nn.Module, input_size: int | Pair, in_channels: int | None = None,
-    name: str | None = None,
-) -> TraceReport:
-    """Run one forward pass of ``model`` on zeros of the given spatial size and report every
-    subsampling layer (any stride > 1 conv / pooling, from equivlib layers, torch.nn
-    modules or functional calls), plus asymmetric padding and resampling ops it cannot
-    judge, each checked at its own input size. Mode and weights are left unchanged."""
-    size = _pair(input_size)
-    if min(size) < 1:
-        raise ValueError(f"input_size must be positive, got {input_size!r}")
-    shape = infer_input_shape(model, size, in_channels)
+def _record(model: nn.Module, shape: tuple, device: torch.device) -> _Recorder:
+    """One forward pass on zeros with every spatial op recorded; mode and hooks restored."""
     param = next(model.parameters(), None)
     x = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32,
-                    device=param.device if param is not None else "cpu")
+                    device=device)
     recorder = _Recorder()
 
     def enter(qualified: str):
@@ -363,21 +354,63 @@ def trace(
     try:
         with torch.no_grad(), recorder:
             model(x)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{type(model).__name__} cannot run on input of shape {tuple(shape)}: {exc}"
-        ) from exc
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    return recorder
+
+
+def _on_meta(model: nn.Module) -> bool:
+    param = next(model.parameters(), None)
+    return param is not None and param.device.type == "meta"
+
+
+def _search_model(model: nn.Module, n: int, in_channels: int | None) -> nn.Module:
+    """A meta-device copy for repeated traces when the model runs on meta, else the model."""
+    try:
+        meta = copy.deepcopy(model).to("meta")
+        _record(meta, infer_input_shape(meta, (n, n), in_channels), torch.device("meta"))
+        return meta
+    except Exception:
+        return model
+
+
+def trace(
+    model: nn.Module, input_size: int | Pair, in_channels: int | None = None,
+    name: str | None = None,
+) -> TraceReport:
+    """Run one forward pass of ``model`` on zeros of the given spatial size and report every
+    subsampling layer (any stride > 1 conv / pooling, from equivlib layers, torch.nn
+    modules or functional calls), plus asymmetric padding and resampling ops it cannot
+    judge, each checked at its own input size. Mode and weights are left unchanged."""
+    size = _pair(input_size)
+    if min(size) < 1:
+        raise ValueError(f"input_size must be positive, got {input_size!r}")
+    shape = infer_input_shape(model, size, in_channels)
+    try:  # shapes are all the trace needs: a copy on the meta device computes no values
+        meta = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+        recorder = _record(meta, shape, torch.device("meta"))
+    except Exception:  # data-dependent code cannot run on meta: run the real model on zeros
+        if _on_meta(model):
+            raise ValueError(f"{type(model).__name__} cannot run on the meta device") from None
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        try:
+            recorder = _record(model, shape, device)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{type(model).__name__} cannot run on input of shape {tuple(shape)}: {exc}"
+            ) from exc
     rows = [r for r in recorder.rows if r.subsampling or r.exact is not True]
     return TraceReport(name or type(model).__name__, size, rows)
 
 
 def exact_input_sizes(model: nn.Module, sizes, in_channels: int | None = None) -> list[int]:
     """The sizes among ``sizes`` at which ``trace`` finds the model exact."""
-    return [n for n in sizes if trace(model, n, in_channels).exact is True]
+    sizes = list(sizes)
+    probe = _search_model(model, max(sizes), in_channels) if sizes else model
+    return [n for n in sizes if trace(probe, n, in_channels).exact is True]
 
 
 def nearest_exact_size(
@@ -389,6 +422,7 @@ def nearest_exact_size(
     None when there is none in range (e.g. a layer with asymmetric padding)."""
     if direction not in ("nearest", "up", "down"):
         raise ValueError(f"direction must be 'nearest', 'up' or 'down', got {direction!r}")
+    probe = _search_model(model, n, in_channels)
     for distance in range(max_distance + 1):
         candidates = []
         if direction in ("nearest", "up"):
@@ -397,7 +431,7 @@ def nearest_exact_size(
             candidates.append(n - distance)
         for m in candidates:
             try:
-                if trace(model, m, in_channels).exact is True:
+                if trace(probe, m, in_channels).exact is True:
                     return m
             except ValueError:
                 continue  # too small for the network

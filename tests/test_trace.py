@@ -203,3 +203,22 @@ def test_clear_errors():
         trace(nn.Conv2d(1, 1, 3), 0)
     with pytest.raises(ValueError, match="direction"):
         nearest_exact_size(nn.Conv2d(1, 1, 3), 8, direction="sideways")
+
+
+class DataDependent(nn.Module):
+    """Control flow on values: cannot run on the meta device, so trace runs it for real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        if x.sum() >= 0:
+            x = self.conv(x)
+        return x
+
+
+@pytest.mark.parametrize("n, exact", [(9, True), (10, False)])
+def test_models_that_cannot_run_on_meta_are_traced_for_real(n, exact):
+    report = trace(DataDependent(), n)
+    assert report.exact is exact and report.rows[0].module == "conv"

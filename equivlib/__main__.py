@@ -1,0 +1,145 @@
+"""Command line: is my network exactly equivariant at this input size?
+
+    python -m equivlib check p4_resnet44 --size 32
+    python -m equivlib check torchvision.models:resnet18 --size 224 --group p4
+    python -m equivlib list
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import sys
+
+import torch
+from torch import nn
+
+from equivlib.exactness import nearest_exact_size, trace
+from equivlib.groups import get_group
+
+
+class CliError(Exception):
+    """Bad input on the command line: one line on stderr, exit status 2."""
+
+
+def _registry():
+    try:
+        return importlib.import_module("equivlib.models")
+    except ImportError:  # the registry ships with the models module
+        return None
+
+
+def load_model(spec: str) -> tuple[nn.Module, str]:
+    """A registry name (``p4_resnet44``) or ``package.module:attribute``, where the attribute
+    is an ``nn.Module`` or a callable that builds one without arguments."""
+    registry = _registry()
+    if ":" not in spec:
+        known = registry.list_models() if registry is not None else []
+        if spec not in known:
+            raise CliError(
+                f"unknown model {spec!r}: use a registry name ({', '.join(known) or 'none'}) "
+                "or an importable 'package.module:callable'"
+            )
+        return registry.get_model(spec), spec
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise CliError(f"cannot import {spec!r}: {exc}") from exc
+    model = obj if isinstance(obj, nn.Module) else obj() if callable(obj) else None
+    if not isinstance(model, nn.Module):
+        raise CliError(f"{spec!r} is not an nn.Module nor a callable that returns one")
+    return model, spec
+
+
+def model_group(model: nn.Module, requested: str | None):
+    if requested:
+        try:
+            return get_group(requested)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+    found = next((m.group for m in model.modules() if hasattr(m, "group")), None)
+    return found if found is not None else get_group("p4")
+
+
+def photo(size: int, channels: int) -> torch.Tensor:
+    """A real photo (scikit-image's astronaut) resized to size x size, float64, (1,C,H,W)."""
+    from skimage import data
+    from skimage.color import rgb2gray
+    from skimage.transform import resize
+
+    rgb = data.astronaut()
+    image = resize(rgb, (size, size), anti_aliasing=True) if channels == 3 else resize(
+        rgb2gray(rgb), (size, size), anti_aliasing=True)[..., None].repeat(channels, -1)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    return (x - x.mean()) / x.std()
+
+
+def _print_errors(rows: list[dict], depth: int) -> None:
+    shown = [r for r in rows if r["name"] == "output" or r["name"].count(".") < depth]
+    width = max(len(r["name"]) for r in shown)
+    print(f"  {'module':<{width}}  {'type':<16} {'output shape':<20} mean error   max error")
+    for r in shown:
+        shape = "x".join(map(str, r["shape"]))
+        print(f"  {r['name']:<{width}}  {r['type']:<16} {shape:<20} {r['error']:10.2e}  "
+              f"{r['max_error']:10.2e}")
+
+
+def check(args: argparse.Namespace) -> int:
+    from equivlib.checks import layerwise_errors
+
+    if args.size < 1:
+        raise CliError(f"--size must be positive, got {args.size}")
+    model, name = load_model(args.model)
+    group = model_group(model, args.group)
+    try:
+        report = trace(model, args.size, in_channels=args.in_channels, name=name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    print(report)
+
+    below = nearest_exact_size(model, args.size, args.in_channels, direction="down")
+    above = nearest_exact_size(model, args.size, args.in_channels, direction="up")
+    print(f"\nnearest exact input sizes: below {below or 'none'}, above {above or 'none'} "
+          f"(searched 64 pixels each way)")
+
+    if args.no_measure:
+        return 0
+    channels = args.in_channels or next(m.in_channels for m in model.modules()
+                                        if hasattr(m, "in_channels"))
+    measured = copy.deepcopy(model).double().eval()
+    rows = layerwise_errors(measured, photo(args.size, channels), group)
+    print(f"\nmeasured equivariance error under {group.name.upper()} on a photo "
+          f"(float64, eval mode; exact layers show ~1e-15):")
+    _print_errors(rows, args.depth)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m equivlib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="trace a model's subsampling layers at an input size")
+    p.add_argument("model", help="registry name or package.module:callable")
+    p.add_argument("--size", type=int, required=True, help="spatial input size (square)")
+    p.add_argument("--group", default=None, help="p4 or p4m (default: the model's own, else p4)")
+    p.add_argument("--in-channels", type=int, default=None, help="override inferred channels")
+    p.add_argument("--depth", type=int, default=1, help="module depth shown in the error table")
+    p.add_argument("--no-measure", action="store_true", help="trace only; skip the measurement")
+    sub.add_parser("list", help="list the registered models")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            registry = _registry()
+            print("\n".join(registry.list_models() if registry else []))
+            return 0
+        return check(args)
+    except CliError as exc:
+        print(f"python -m equivlib: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
