@@ -1,0 +1,524 @@
+"""Layers: exact equivariance iff the exactness condition holds, caching, init, export, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from equivlib.checks import equivariance_error
+from equivlib.exactness import is_exact, output_size
+from equivlib.groups import P4, P4M, Group
+from equivlib.layers import (
+    CosetPool,
+    GroupAvgPool2d,
+    GroupBatchNorm,
+    GroupConv2d,
+    GroupMaxPool2d,
+    LiftingConv2d,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+GROUPS = [P4, P4M]
+gid = pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
+EXACT_TOL, INEXACT_MIN = 1e-12, 1e-3
+CIN, COUT, BATCH = 2, 3, 2
+
+
+# ---------------------------------------------------------------------------- helpers
+def make_layer(kind: str, group: Group, k: int, s: int, p: int, d: int = 1) -> nn.Module:
+    if kind == "lifting":
+        return LiftingConv2d(group, CIN, COUT, k, stride=s, padding=p, dilation=d).double()
+    if kind == "group":
+        return GroupConv2d(group, CIN, COUT, k, stride=s, padding=p, dilation=d).double()
+    if kind == "maxpool":
+        return GroupMaxPool2d(k, stride=s, padding=p)
+    return GroupAvgPool2d(k, stride=s, padding=p)
+
+
+def make_input(kind: str, group: Group, n: int) -> torch.Tensor:
+    if kind == "lifting":
+        return torch.randn(BATCH, CIN, n, n, dtype=torch.float64)
+    return torch.randn(BATCH, CIN, group.order, n, n, dtype=torch.float64)
+
+
+def max_error(layer: nn.Module, x: torch.Tensor, group: Group) -> float:
+    inp = "image" if x.dim() == 4 else "group"
+    return equivariance_error(layer, x, group, input=inp, output="group").max().item()
+
+
+def adam_steps(layer: nn.Module, x: torch.Tensor, steps: int = 3) -> None:
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    before = layer.weight.detach().clone()
+    for _ in range(steps):
+        y = layer(torch.randn_like(x))
+        loss = (y - torch.randn_like(y)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not torch.equal(before, layer.weight)
+
+
+def check_verdict(err: float, exact: bool) -> None:
+    if exact:
+        assert err <= EXACT_TOL, f"exact case has error {err:.3g}"
+    else:
+        assert err >= INEXACT_MIN, f"inexact case has error {err:.3g}"
+
+
+# ---------------------------------------------------------------------------- central sweep
+SIZES = (10, 11, 12, 13)  # odd and even, every residue mod 3
+KINDS = ("lifting", "group", "maxpool", "avgpool")
+
+
+def sweep_cases() -> list[tuple[str, int, int, int, int]]:
+    cases = []
+    for kind in KINDS:
+        for k in (1, 2, 3, 5):
+            for s in (1, 2, 3):
+                for p in (0, 1, 2):
+                    if kind.endswith("pool") and p > k // 2:
+                        continue  # PyTorch forbids pooling padding > kernel // 2
+                    cases.extend((kind, k, s, p, n) for n in SIZES)
+    return cases
+
+
+CASES = sweep_cases()
+
+
+def test_sweep_has_both_verdicts() -> None:
+    for kind in KINDS:
+        verdicts = [is_exact(n, k, s, p) for kd, k, s, p, n in CASES if kd == kind]
+        assert sum(verdicts) > 0 and len(verdicts) - sum(verdicts) > 0, kind
+        # strided exact cases exist too, not only stride 1
+        assert any(is_exact(n, k, s, p) for kd, k, s, p, n in CASES if kd == kind and s > 1)
+
+
+@gid
+@pytest.mark.parametrize("kind,k,s,p,n", CASES, ids=lambda v: str(v))
+def test_exact_iff_condition(group: Group, kind: str, k: int, s: int, p: int, n: int) -> None:
+    layer = make_layer(kind, group, k, s, p)
+    x = make_input(kind, group, n)
+    exact = is_exact(n, k, s, p)
+    check_verdict(max_error(layer, x, group), exact)
+    if kind in ("lifting", "group"):
+        adam_steps(layer, x)
+        check_verdict(max_error(layer, x, group), exact)
+
+
+@gid
+@pytest.mark.parametrize("kind", ["lifting", "group"])
+@pytest.mark.parametrize("n", [11, 12, 13, 14])
+def test_dilation(group: Group, kind: str, n: int) -> None:
+    layer = make_layer(kind, group, 3, 3, 1, d=2)
+    check_verdict(max_error(layer, make_input(kind, group, n), group), is_exact(n, 3, 3, 1, 2))
+
+
+@pytest.mark.parametrize("n", [32, 33])
+def test_photo_crop(n: int) -> None:
+    """Real image (scikit-image astronaut) through a stride-2 lifting conv: 33 exact, 32 not."""
+    data = pytest.importorskip("skimage.data")
+    img = torch.from_numpy(data.astronaut()[200 : 200 + n, 180 : 180 + n].copy())
+    x = img.permute(2, 0, 1)[None].double() / 255
+    layer = LiftingConv2d(P4M, 3, 4, 3, stride=2, padding=1).double()
+    check_verdict(max_error(layer, x, P4M), is_exact(n, 3, 2, 1))
+
+
+# ---------------------------------------------------------------------------- stacks
+STACKS = {
+    "conv_s2_conv_s2": [("lifting", 3, 2, 1), ("group", 3, 2, 1)],
+    "conv_conv_s2_pool2": [("lifting", 3, 1, 1), ("group", 3, 2, 1), ("maxpool", 2, 2, 0)],
+    "k5_k1s2_avg3s3": [("lifting", 5, 1, 0), ("group", 1, 2, 0), ("avgpool", 3, 3, 1)],
+}
+STACK_SIZES = range(12, 22)
+
+
+def expected_stack(n: int, stages: list[tuple[str, int, int, int]]) -> tuple[bool, list[bool]]:
+    verdicts = []
+    for _, k, s, p in stages:
+        verdicts.append(is_exact(n, k, s, p))
+        n = output_size(n, k, s, p)
+    return all(verdicts), verdicts
+
+
+def test_stack_cases_cover_each_layer_failing() -> None:
+    """Some sizes are exact for the first layer only: the stack must still be judged inexact."""
+    for stages in STACKS.values():
+        results = [expected_stack(n, stages) for n in STACK_SIZES]
+        assert any(ok for ok, _ in results)
+        assert any(v[0] and not ok for ok, v in results)
+
+
+@gid
+@pytest.mark.parametrize("name", list(STACKS))
+@pytest.mark.parametrize("n", list(STACK_SIZES))
+def test_stack_exact_iff_every_layer_exact(group: Group, name: str, n: int) -> None:
+    stages = STACKS[name]
+    layers, cin = [], CIN
+    for kind, k, s, p in stages:
+        if kind == "lifting":
+            layers.append(LiftingConv2d(group, cin, COUT, k, s, p))
+            cin = COUT
+        elif kind == "group":
+            layers.append(GroupConv2d(group, cin, COUT, k, s, p))
+            cin = COUT
+        else:
+            layers.append(make_layer(kind, group, k, s, p))
+    model = nn.Sequential(*layers).double()
+    x = torch.randn(BATCH, CIN, n, n, dtype=torch.float64)
+    check_verdict(max_error(model, x, group), expected_stack(n, stages)[0])
+
+
+# ---------------------------------------------------------------------------- coset pool, BN
+@gid
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_coset_pool_invariant_over_orientations(group: Group, mode: str) -> None:
+    pool = CosetPool(mode)
+    f = torch.randn(2, 3, group.order, 7, 7, dtype=torch.float64)
+    y = pool(f)
+    assert y.shape == (2, 3, 7, 7)
+    err = equivariance_error(pool, f, group, input="group", output="image")
+    assert err.max() <= EXACT_TOL
+    perm = torch.randperm(group.order)
+    torch.testing.assert_close(pool(f[:, :, perm]), y, rtol=1e-14, atol=1e-14)
+    model = nn.Sequential(LiftingConv2d(group, 2, 3, 3, padding=1), pool).double()
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    assert equivariance_error(model, x, group, output="image").max() <= EXACT_TOL
+
+
+@gid
+def test_batchnorm_shares_statistics(group: Group) -> None:
+    bn = GroupBatchNorm(group, 3).double()
+    assert isinstance(bn, nn.BatchNorm3d) and bn.weight.shape == (3,)
+    f = torch.randn(4, 3, group.order, 5, 5, dtype=torch.float64) * 3 + 1
+    y = bn(f)
+    mean, var = y.mean(dim=(0, 2, 3, 4)), y.var(dim=(0, 2, 3, 4), unbiased=False)
+    torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-12, rtol=0)
+    torch.testing.assert_close(var, torch.ones_like(var), atol=1e-4, rtol=0)
+
+
+@gid
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_equivariant(group: Group, train: bool) -> None:
+    bn = GroupBatchNorm(group, 3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.normal_()
+    for _ in range(3):  # non-trivial running statistics
+        bn(torch.randn(4, 3, group.order, 6, 6, dtype=torch.float64) * 2 + 0.5)
+    bn.train(train)
+    f = torch.randn(4, 3, group.order, 6, 6, dtype=torch.float64)
+    for g in group.elements():  # separate calls: batch statistics of g·f alone
+        lhs = bn(group.act_on_group_map(g, f))
+        torch.testing.assert_close(lhs, group.act_on_group_map(g, bn(f)), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- eval cache
+def conv_pair(kind: str, group: Group) -> tuple[nn.Module, torch.Tensor]:
+    if kind == "lifting":
+        return LiftingConv2d(group, 2, 3, 3, padding=1), torch.randn(2, 2, 7, 7)
+    return GroupConv2d(group, 2, 3, 3, padding=1), torch.randn(2, 2, group.order, 7, 7)
+
+
+def fresh(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Train-mode (uncached) output of a copy of ``layer``; ``layer`` itself is untouched."""
+    twin = copy.deepcopy(layer).train()
+    with torch.no_grad():
+        return twin(x)
+
+
+def cached_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode forward under no_grad (fills / uses the cache); does NOT toggle the mode,
+    since ``train()`` / ``eval()`` drop the cache and would hide staleness."""
+    assert not layer.training
+    with torch.no_grad():
+        return layer(x)
+
+
+def uses_cache(layer: nn.Module) -> bool:
+    with torch.no_grad():
+        return layer.expanded_weight()[0] is layer.expanded_weight()[0]
+
+
+ckind = pytest.mark.parametrize("kind", ["lifting", "group"])
+
+
+@gid
+@ckind
+def test_cache_used_in_eval_and_state_dict_identical(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    sd_train = layer.state_dict()
+    assert not uses_cache(layer)  # training mode: never cached
+    layer.eval()
+    y = cached_forward(layer, x)
+    assert uses_cache(layer)
+    assert layer.expanded_weight()[0] is not layer.expanded_weight()[0]  # grad enabled
+    sd_eval = layer.state_dict()
+    assert list(sd_train) == list(sd_eval) == ["weight", "bias"]
+    assert all(torch.equal(sd_train[k], sd_eval[k]) for k in sd_train)
+    assert "index" not in sd_eval and "index" in dict(layer.named_buffers())
+    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+
+
+@gid
+@ckind
+def test_cache_invalidated_by_optimizer_step(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    layer.eval()
+    layer(x).pow(2).mean().backward()  # eval-mode gradients (bypass the cache)
+    y0 = cached_forward(layer, x)
+    opt.step()
+    y1 = cached_forward(layer, x)
+    assert not torch.allclose(y0, y1)
+    torch.testing.assert_close(y1, fresh(layer, x), rtol=0, atol=0)
+
+
+@gid
+@ckind
+def test_cache_invalidated_by_load_state_dict(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    other, _ = conv_pair(kind, group)
+    layer.eval()
+    y0 = cached_forward(layer, x)
+    layer.load_state_dict(other.state_dict())
+    y1 = cached_forward(layer, x)
+    assert not torch.allclose(y0, y1)
+    torch.testing.assert_close(y1, fresh(other, x), rtol=0, atol=0)
+    torch.testing.assert_close(y1, fresh(layer, x), rtol=0, atol=0)
+
+
+@gid
+@ckind
+def test_cache_invalidated_by_to(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    layer.eval()
+    cached_forward(layer, x)
+    layer.to(torch.float64)
+    y = cached_forward(layer, x.double())
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, fresh(layer, x.double()), rtol=0, atol=0)
+
+
+@gid
+@ckind
+def test_cache_invalidated_by_data_assignment(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    layer.eval()
+    cached_forward(layer, x)
+    layer.weight.data = torch.randn_like(layer.weight)
+    y = cached_forward(layer, x)
+    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    layer.bias.data = torch.randn_like(layer.bias)  # bias alone
+    y = cached_forward(layer, x)
+    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+
+
+@gid
+@ckind
+def test_cache_invalidated_by_in_place_edit(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    layer.eval()
+    cached_forward(layer, x)
+    with torch.no_grad():  # in-place edits of the parameter bump its version counter
+        layer.weight.mul_(-1.0)
+    y = cached_forward(layer, x)
+    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    with torch.no_grad():
+        layer.bias.add_(1.0)
+    y = cached_forward(layer, x)
+    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    # edits through .data bypass the version counter: clear_cache() is the documented escape
+    layer.weight.data.mul_(2.0)
+    layer.clear_cache()
+    torch.testing.assert_close(cached_forward(layer, x), fresh(layer, x), rtol=0, atol=0)
+
+
+@gid
+@ckind
+def test_eval_mode_gradients_flow(group: Group, kind: str) -> None:
+    layer, x = conv_pair(kind, group)
+    layer.eval()
+    cached_forward(layer, x)  # fill the cache
+    layer(x).pow(2).sum().backward()
+    g_eval = (layer.weight.grad.clone(), layer.bias.grad.clone())
+    layer.zero_grad()
+    layer.train()
+    layer(x).pow(2).sum().backward()
+    assert g_eval[0].abs().sum() > 0
+    torch.testing.assert_close(g_eval[0], layer.weight.grad)
+    torch.testing.assert_close(g_eval[1], layer.bias.grad)
+
+
+@ckind
+def test_cache_with_frozen_weights_and_input_grad(kind: str) -> None:
+    layer, x = conv_pair(kind, P4)
+    layer.requires_grad_(False).eval()
+    with torch.inference_mode():
+        layer(x)  # cache built in inference mode must not leak into autograd
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # frozen parameters: the cache serves grad-enabled forwards too
+    assert layer.expanded_weight()[0] is layer.expanded_weight()[0]
+
+
+# ---------------------------------------------------------------------------- init, export
+def circular_pad(h: torch.Tensor) -> torch.Tensor:
+    """Pad the last two dims by one pixel, wrapping around (no zero border)."""
+    flat = h.reshape(-1, *h.shape[-3:]) if h.dim() == 5 else h
+    out = F.pad(flat, (1, 1, 1, 1), mode="circular")
+    return out.view(*h.shape[:-2], *out.shape[-2:])
+
+
+@gid
+def test_init_keeps_activation_scale(group: Group) -> None:
+    """He init: the activation std stays within 2x of the first layer's through 10
+    GroupConv2d+ReLU layers. Zero padding would shrink activations near the border on small
+    inputs whatever the init, so the test pads circularly; a single narrow net's scale is a
+    random walk (width-limited), so the variance is averaged over 8 independent nets."""
+    width, depth, nets = {4: 32, 8: 24}[group.order], 10, 8
+    var = torch.zeros(depth + 1)
+    with torch.no_grad():
+        for _ in range(nets):
+            h = torch.randn(2, 3, 8, 8)
+            for i in range(depth + 1):
+                conv = (LiftingConv2d(group, 3, width, 3) if i == 0
+                        else GroupConv2d(group, width, width, 3))
+                h = torch.relu(conv(circular_pad(h)))
+                var[i] += h.var().item() / nets
+    ratios = (var / var[0]).sqrt()
+    assert ((ratios >= 0.5) & (ratios <= 2.0)).all(), ratios
+
+
+@gid
+def test_init_fan_in(group: Group) -> None:
+    conv = GroupConv2d(group, 16, 16, 3)
+    expected = (2 / (16 * group.order * 9)) ** 0.5
+    assert abs(conv.weight.std().item() / expected - 1) < 0.1
+    assert torch.count_nonzero(conv.bias) == 0
+    lift = LiftingConv2d(group, 16, 32, 3)
+    assert abs(lift.weight.std().item() / (2 / (16 * 9)) ** 0.5 - 1) < 0.1
+
+
+@gid
+@ckind
+def test_export_matches(group: Group, kind: str) -> None:
+    layer = (LiftingConv2d if kind == "lifting" else GroupConv2d)(group, 2, 3, 3, stride=2,
+                                                                  padding=1)
+    x = torch.randn(2, 2, 9, 9) if kind == "lifting" else torch.randn(2, 2, group.order, 9, 9)
+    conv = layer.export()
+    assert type(conv) is nn.Conv2d
+    assert conv.weight.shape == (3 * group.order, 2 * (1 if kind == "lifting" else group.order),
+                                 3, 3)
+    y = conv(x.flatten(1, 2) if x.dim() == 5 else x)
+    torch.testing.assert_close(y.view(2, 3, group.order, 5, 5), layer(x))
+
+
+@gid
+def test_bank_structure(group: Group) -> None:
+    """The bank is literally the rot90/flip-transformed filters (no hidden conventions)."""
+    lift = LiftingConv2d(group, 2, 3, 3)
+    bank = lift.expanded_weight()[0].view(3, group.order, 2, 3, 3)
+    for h in group.elements():
+        assert torch.equal(bank[:, h], group.act_on_image(h, lift.weight))
+    gc = GroupConv2d(group, 2, 3, 3, bias=False)
+    bank = gc.expanded_weight()[0].view(3, group.order, 2, group.order, 3, 3)
+    for h in group.elements():
+        assert torch.equal(bank[:, h], group.act_on_group_map(h, gc.weight))
+    assert gc.expanded_weight()[1] is None
+    assert list(gc.state_dict()) == ["weight"] and gc.bias is None
+
+
+def test_non_contiguous_input() -> None:
+    gc = GroupConv2d(P4M, 2, 3, 3, padding=1)
+    x = torch.randn(2, 2, 8, 6, 6).transpose(-1, -2)
+    assert not x.is_contiguous()
+    torch.testing.assert_close(gc(x), gc(x.contiguous()), rtol=0, atol=0)
+
+
+def test_double_backward() -> None:
+    gc = GroupConv2d(P4, 2, 2, 3).double()
+    x = torch.randn(1, 2, 4, 5, 5, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(gc(x).pow(2).sum(), gc.weight, create_graph=True)
+    grad.sum().backward()
+    assert gc.weight.grad is not None
+
+
+def test_group_input_viewed_not_copied() -> None:
+    gc = GroupConv2d(P4, 2, 3, 3)
+    x = torch.randn(1, 2, 4, 5, 5)
+    assert x.reshape(1, -1, 5, 5).data_ptr() == x.data_ptr()
+    assert gc(x).shape == (1, 3, 4, 3, 3)
+
+
+def test_deepcopy_and_pickle_roundtrip() -> None:
+    gc = GroupConv2d("p4m", 2, 3, 3)
+    x = torch.randn(1, 2, 8, 5, 5)
+    torch.testing.assert_close(copy.deepcopy(gc)(x), gc(x))
+    assert copy.deepcopy(gc).group is P4M
+
+
+# ---------------------------------------------------------------------------- docs, errors
+@pytest.mark.parametrize("cls", [LiftingConv2d, GroupConv2d, GroupMaxPool2d, GroupAvgPool2d])
+def test_docstrings_state_condition(cls: type) -> None:
+    assert "(n + 2p - d(k-1) - 1) % s == 0" in cls.__doc__
+    assert ".. warning::" in cls.__doc__ and "one pixel" in cls.__doc__
+
+
+@pytest.mark.parametrize("cls", [GroupBatchNorm, CosetPool])
+def test_docstrings_no_subsampling(cls: type) -> None:
+    assert "exact at every" in " ".join(cls.__doc__.split())
+
+
+ERRORS = [
+    (lambda: LiftingConv2d("p6", 1, 1, 3), ValueError, r"unknown group 'p6'.*p4, p4m"),
+    (lambda: GroupConv2d(None, 1, 1, 3), TypeError, "group must be"),
+    (lambda: LiftingConv2d(P4, 0, 1, 3), ValueError, "in_channels must be a positive int, got 0"),
+    (lambda: GroupConv2d(P4, 1, -2, 3), ValueError, "out_channels .* got -2"),
+    (lambda: GroupConv2d(P4, 1, 1, 0), ValueError, "kernel_size .* got 0"),
+    (lambda: GroupConv2d(P4, 1, 1, 3, stride=0), ValueError, "stride .* got 0"),
+    (lambda: GroupConv2d(P4, 1, 1, 3, padding=-1), ValueError, "padding .* got -1"),
+    (lambda: GroupConv2d(P4, 1, 1, 3, padding="same"), TypeError, "padding .*'same'"),
+    (lambda: LiftingConv2d(P4, 1.5, 1, 3), TypeError, "in_channels .* got 1.5"),
+    (lambda: GroupMaxPool2d(2, stride=0), ValueError, "stride .* got 0"),
+    (lambda: GroupAvgPool2d(2, padding="valid"), TypeError, "padding"),
+    (lambda: GroupMaxPool2d(3, padding=2), ValueError, r"at most kernel_size // 2 = 1.*got 2"),
+    (lambda: GroupBatchNorm("p4", 0), ValueError, "channels .* got 0"),
+    (lambda: CosetPool("median"), ValueError,
+     r"mode must be one of \('max', 'mean'\), got 'median'"),
+]
+
+
+@pytest.mark.parametrize("make,exc,match", ERRORS)
+def test_constructor_errors(make, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        make()
+
+
+FORWARD_ERRORS = [
+    (LiftingConv2d(P4, 3, 2, 3), torch.zeros(3, 8, 8), r"4-D input .*got 3-D shape \(3, 8, 8\)"),
+    (LiftingConv2d(P4, 3, 2, 3), torch.zeros(1, 2, 8, 8), "channel size 3, got 2"),
+    (GroupConv2d(P4, 3, 2, 3), torch.zeros(1, 3, 8, 8), r"5-D input of shape \(B, Cin, 4, H, W\)"),
+    (GroupConv2d(P4, 3, 2, 3), torch.zeros(1, 3, 8, 8, 8), "orientation-axis size 4, got 8"),
+    (GroupConv2d(P4M, 3, 2, 3), torch.zeros(1, 2, 8, 8, 8), "channel size 3, got 2"),
+    (GroupBatchNorm(P4, 3), torch.zeros(2, 3, 8, 4, 4), "orientation-axis size 4, got 8"),
+    (GroupBatchNorm(P4, 3), torch.zeros(2, 3, 4, 4), "5-D input"),
+    (GroupMaxPool2d(2), torch.zeros(2, 3, 4, 4), r"5-D input .*got 4-D"),
+    (CosetPool(), torch.zeros(2, 3, 4, 4), r"5-D input .*got 4-D"),
+]
+
+
+@pytest.mark.parametrize("layer,x,match", FORWARD_ERRORS)
+def test_forward_errors(layer: nn.Module, x: torch.Tensor, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        layer(x)
+
+
+def test_forward_type_error() -> None:
+    with pytest.raises(TypeError, match="expects a torch.Tensor"):
+        LiftingConv2d(P4, 1, 1, 1)([[1.0]])
