@@ -85,6 +85,10 @@ def _check_input(layer: str, x: object, shape: str, rank: int, checks: dict[int,
 
 
 # ---------------------------------------------------------------------------- convolutions
+# Banks up to this many elements are built by one gather with a full int64 index (fastest);
+# larger ones gather per (cout, cin) block, so no layer holds more than 8 MiB of index.
+FLAT_INDEX_LIMIT = 1 << 20
+
 class _GroupConvBase(nn.Module):
     """Shared machinery: weight gather index, bias expansion, eval-mode bank cache."""
 
@@ -119,7 +123,10 @@ class _GroupConvBase(nn.Module):
             self.bias = nn.Parameter(torch.empty(out_channels))
         else:
             self.register_parameter("bias", None)
-        self.register_buffer("index", self._build_index(base_shape), persistent=False)
+        block = self._block_index()  # (|G|, block) positions within one (cout, cin) filter
+        self._flat = out_channels * in_channels * block.numel() <= FLAT_INDEX_LIMIT
+        self.register_buffer("index", self._flat_index(block) if self._flat
+                             else block.reshape(-1), persistent=False)
         # bias of output channel (o, h) is bias[o]: one more gather instead of several ops
         self.register_buffer("bias_index", torch.arange(out_channels).repeat_interleave(g),
                              persistent=False)
@@ -127,8 +134,15 @@ class _GroupConvBase(nn.Module):
         self._cache: tuple | None = None
         self.reset_parameters()
 
-    def _build_index(self, base_shape: tuple[int, ...]) -> torch.Tensor:
+    def _block_index(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def _flat_index(self, block: torch.Tensor) -> torch.Tensor:
+        """Index of the whole bank into the flattened weight, ordered (cout, h, cin, block)."""
+        size = block.shape[1]
+        offsets = torch.arange(self.out_channels * self.in_channels) * size
+        offsets = offsets.view(self.out_channels, 1, self.in_channels, 1)
+        return (offsets + block.view(1, self.group.order, 1, size)).reshape(-1)
 
     def reset_parameters(self) -> None:
         """He (kaiming) normal init for ReLU with fan_in = in_channels·(|G|)·k²; zero bias."""
@@ -140,9 +154,15 @@ class _GroupConvBase(nn.Module):
 
     # -------------------------------------------------------------- filter bank
     def _expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One gather builds the bank, one more repeats the bias over orientations (as few
-        small ops as possible: each costs far more right after a large conv than in a loop)."""
-        bank = self.weight.reshape(-1).index_select(0, self.index).view(self._bank_shape)
+        """One gather over a (cout, cin) block builds every orientation's filter, one copy
+        puts the orientations next to the output channels; one more gather repeats the bias
+        (as few small ops as possible: each costs far more right after a large conv)."""
+        if self._flat:  # one gather straight into the bank's layout (small layers)
+            bank = self.weight.reshape(-1).index_select(0, self.index).view(self._bank_shape)
+        else:  # large layers: a gather per (cout, cin) block plus one copy; tiny index
+            cout, cin, order = self.out_channels, self.in_channels, self.group.order
+            block = self.weight.reshape(cout, cin, -1).index_select(2, self.index)
+            bank = block.view(cout, cin, order, -1).transpose(1, 2).reshape(self._bank_shape)
         bias = self.bias
         if bias is not None:
             bias = bias.index_select(0, self.bias_index)
@@ -249,10 +269,11 @@ class LiftingConv2d(_GroupConvBase):
         super().__init__(group, in_channels, out_channels, kernel_size, stride, padding,
                          dilation, bias, in_orientations=1)
 
-    def _build_index(self, base_shape: tuple[int, ...]) -> torch.Tensor:
-        idx = torch.arange(math.prod(base_shape)).view(base_shape)
-        bank = torch.stack([self.group.act_on_image(h, idx) for h in self.group.elements()], 1)
-        return bank.reshape(-1)  # (Cout, |G|, Cin, k, k) flattened
+    def _block_index(self) -> torch.Tensor:
+        k = self.kernel_size
+        idx = torch.arange(k * k).view(k, k)  # positions within one (cout, cin) filter
+        bank = torch.stack([self.group.act_on_image(h, idx) for h in self.group.elements()])
+        return bank.reshape(self.group.order, -1)  # (|G|, k·k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == self.in_channels):
@@ -284,11 +305,12 @@ class GroupConv2d(_GroupConvBase):
         super().__init__(g, in_channels, out_channels, kernel_size, stride, padding,
                          dilation, bias, in_orientations=g.order)
 
-    def _build_index(self, base_shape: tuple[int, ...]) -> torch.Tensor:
-        idx = torch.arange(math.prod(base_shape)).view(base_shape)
-        g = self.group
-        bank = torch.stack([g.act_on_group_map(h, idx) for h in g.elements()], 1)
-        return bank.reshape(-1)  # (Cout, |G|out, Cin, |G|in, k, k) flattened
+    def _block_index(self) -> torch.Tensor:
+        g, k = self.group, self.kernel_size
+        # positions within one (cout, cin) filter of shape (|G|in, k, k), as a 1x1 group map
+        idx = torch.arange(g.order * k * k).view(1, 1, g.order, k, k)
+        bank = torch.stack([g.act_on_group_map(h, idx)[0, 0] for h in g.elements()])
+        return bank.reshape(g.order, -1)  # (|G|out, |G|in·k·k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         order = self.group.order

@@ -213,6 +213,18 @@ def test_layerwise_repeated_and_skipped_modules() -> None:
     assert [r["name"] for r in rows] == ["lift", "relu", "relu#2"]  # tuple output skipped
 
 
+def test_layerwise_names_select_rows() -> None:
+    model = small_net(P4).eval()
+    x = torch.randn(2, 3, 18, 18, dtype=torch.float64)
+    every = {r["name"]: r for r in layerwise_errors(model, x, P4)}
+    chosen = layerwise_errors(model, x, P4, names=["3", "output"])
+    assert [r["name"] for r in chosen] == ["3", "output"]
+    assert chosen[0]["error"] == every["3"]["error"]
+    assert chosen[1]["max_error"] == every["output"]["max_error"]
+    with pytest.raises(ValueError, match="no submodule named"):
+        layerwise_errors(model, x, P4, names=["stem"])
+
+
 def test_layerwise_errors_args() -> None:
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         layerwise_errors(lambda t: t, torch.zeros(1, 1, 5, 5), P4)

@@ -522,3 +522,29 @@ def test_forward_errors(layer: nn.Module, x: torch.Tensor, match: str) -> None:
 def test_forward_type_error() -> None:
     with pytest.raises(TypeError, match="expects a torch.Tensor"):
         LiftingConv2d(P4, 1, 1, 1)([[1.0]])
+
+
+@pytest.mark.parametrize("kind", ["lifting", "group"])
+@pytest.mark.parametrize("group_name", ["p4", "p4m"])
+def test_block_index_path_builds_the_same_bank(monkeypatch, kind, group_name):
+    """Large layers use a per-block index; it must give the flat path's bank bit for bit."""
+    import equivlib.layers as layers_module
+
+    cls = layers_module.LiftingConv2d if kind == "lifting" else layers_module.GroupConv2d
+    torch.manual_seed(0)
+    flat = cls(group_name, 3, 5, 3, padding=1)
+    monkeypatch.setattr(layers_module, "FLAT_INDEX_LIMIT", 0)
+    block = cls(group_name, 3, 5, 3, padding=1)
+    block.load_state_dict(flat.state_dict())
+    assert flat._flat and not block._flat
+    assert block.index.numel() < flat.index.numel()
+    assert torch.equal(flat.expanded_weight()[0], block.expanded_weight()[0])
+    block.weight.sum().backward()  # the block path is differentiable, like the flat one
+    assert block.weight.grad is not None and torch.isfinite(block.weight.grad).all()
+
+
+def test_large_layers_hold_a_small_index():
+    from equivlib.layers import GroupConv2d
+
+    conv = GroupConv2d("p4m", 184, 184, 3, padding=1)
+    assert conv.index.numel() * conv.index.element_size() < 1 << 20
