@@ -79,7 +79,9 @@ PY="$VENV/bin/python"
 if [ "$mode" = rebuild ]; then
     args=(--profile "$profile")
     [ -n "$only" ] && args+=(--only "$only")
-    exec "$PY" tools/run_notebooks.py "${args[@]}"
+    # jupyter kernels warn on stderr about local TCP transport: noise for this use
+    "$PY" tools/run_notebooks.py "${args[@]}" 2> >(grep -v --line-buffered 'TCP without encryption' >&2)
+    exit $?
 fi
 
 # ---- tests: library tests, then the notebooks' stored outputs; neither may touch figures/ ----
