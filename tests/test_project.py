@@ -126,3 +126,9 @@ def test_failing_notebook_keeps_old_figures_and_others_still_run(tmp_path, capsy
     assert re.search(r"02_fine\.ipynb .* ok", out)
     assert (figures / "01_broken.csv").read_text() == "good old result"
     assert (figures / "02_fine.csv").read_text() == "new"
+
+
+def test_smoke_figures_never_replace_the_committed_ones():
+    assert run_notebooks.figures_dir("smoke") == ROOT / "build" / "smoke" / "figures"
+    assert run_notebooks.figures_dir("cpu") == ROOT / "figures"
+    assert run_notebooks.figures_dir("paper") == ROOT / "figures"

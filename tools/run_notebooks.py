@@ -3,7 +3,8 @@
 Each notebook runs with the parameters of ``params/<profile>.yaml`` (its own section, plus
 ``profile`` and ``out_dir``) and writes its executed copy to ``build/<profile>/``. Its
 figures go to a fresh staging folder; only when the notebook finishes are they renamed
-into ``figures/``, so a failing notebook leaves the figures it made before untouched.
+into ``figures/`` (``build/smoke/figures/`` for the smoke profile, so a quick check never
+replaces the committed cpu figures), so a failing notebook leaves its old figures untouched.
 All arguments are validated before any notebook starts.
 """
 
@@ -128,6 +129,12 @@ def run_job(job: Job, profile: str, root: Path, figures: Path) -> tuple[bool, st
     return True, f"{len(moved)} file(s) -> {figures}"
 
 
+def figures_dir(profile: str, root: Path = ROOT) -> Path:
+    """Where a profile's figures land: ``figures/`` for cpu and paper (the committed ones
+    come from cpu); smoke runs are functional checks and stay in ``build/smoke/figures``."""
+    return root / "build" / "smoke" / "figures" if profile == "smoke" else root / "figures"
+
+
 def rebuild(jobs: list[Job], profile: str, root: Path, figures: Path) -> list[str]:
     """Run every job (going on past failures), print one line each; return the failed names."""
     print(f"profile {profile}: {len(jobs)} notebook(s); executed copies in build/{profile}/",
@@ -154,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
-    failed = rebuild(jobs, args.profile, ROOT, ROOT / "figures")
+    figures = figures_dir(args.profile)
+    failed = rebuild(jobs, args.profile, ROOT, figures)
     if failed:
         print(f"{len(failed)} of {len(jobs)} notebook(s) FAILED: {', '.join(failed)} "
               f"(executed copies with the error in build/{args.profile}/)")
