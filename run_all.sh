@@ -88,6 +88,8 @@ fi
 figures_sum() { find figures -type f -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum; }
 before=$(figures_sum)
 status=0
+echo "== ruff check"
+"$VENV/bin/ruff" check equivlib tests tools benchmarks || status=1
 echo "== pytest tests/"
 WANDB_MODE=disabled "$PY" -m pytest tests/ -q || status=1
 echo "== pytest --nbval notebooks/"

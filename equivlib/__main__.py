@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, required=True, help="spatial input size (square)")
     p.add_argument("--group", default=None, help="p4 or p4m (default: the model's own, else p4)")
     p.add_argument("--in-channels", type=int, default=None, help="override inferred channels")
-    p.add_argument("--depth", type=int, default=1, help="module depth shown in the error table")
+    p.add_argument("--depth", type=int, default=2, help="module depth shown in the error table")
     p.add_argument("--no-measure", action="store_true", help="trace only; skip the measurement")
     sub.add_parser("list", help="list the registered models")
     args = parser.parse_args(argv)

@@ -77,7 +77,8 @@ def test_trace_verdict_agrees_with_measurement(stack, n):
 
 
 def test_stacks_cover_both_verdicts():
-    verdicts = {trace(plain_cnn(STACKS[s]()), n, in_channels=2).exact for s in STACKS for n in range(9, 20)}
+    verdicts = {trace(plain_cnn(STACKS[s]()), n, in_channels=2).exact
+                for s in STACKS for n in range(9, 20)}
     assert verdicts == {True, False}
 
 
