@@ -114,6 +114,8 @@ def _pool_windows(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> li
 
 
 def _adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
+    # PyTorch's bins [floor(i n/o), ceil((i+1) n/o)) are always mirror-symmetric: the mirror
+    # of bin i, [n - ceil((i+1) n/o), n - floor(i n/o)), is bin o-1-i. Checked anyway.
     return [(math.floor(i * n / out), math.ceil((i + 1) * n / out)) for i in range(out)]
 
 
