@@ -8,12 +8,11 @@ timestamps, so the same numbers give the same bytes.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+
+from equivlib.atomic import atomic_path
 
 EXACT_COLOR = "#1b7837"
 INEXACT_COLOR = "#c51b7d"
@@ -44,23 +43,6 @@ def apply_style() -> None:
     plt.rcParams.update(STYLE)
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def stamp(fig: plt.Figure, profile: str, extra: str = "") -> None:
     """Write the profile (and e.g. a stand-in-data note) in the figure's bottom-left corner."""
     if profile not in PROFILE_NOTES:
@@ -75,7 +57,7 @@ def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[
     for ext, metadata in ((".png", {"Software": None}), (".pdf", {"CreationDate": None,
                                                                   "Producer": None})):
         path = Path(out_dir) / f"{name}{ext}"
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext[1:], metadata=metadata, bbox_inches="tight")
         paths.append(path)
     return paths
@@ -94,6 +76,6 @@ def save_and_show(fig: plt.Figure, out_dir: str | os.PathLike, name: str):
 def save_csv(table, out_dir: str | os.PathLike, name: str, float_format: str = "%.6g") -> Path:
     """Write a pandas DataFrame as ``out_dir/name.csv`` atomically, with fixed float format."""
     path = Path(out_dir) / f"{name}.csv"
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
     return path

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from equivlib.atomic import atomic_write_bytes
 
 DEFAULT_ROOT = Path("results")
 _FIELDS = ("key", "config", "metrics", "complete")
@@ -33,22 +33,6 @@ def result_path(config: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> Path
 
 def _normalise(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(config, sort_keys=True, default=str))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_result(config: dict[str, Any], metrics: dict[str, Any],

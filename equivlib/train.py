@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from equivlib.atomic import atomic_write_bytes
 from equivlib.data import (
     INPUT_SIZES,
     REGIMES,
@@ -34,7 +35,7 @@ from equivlib.data import (
     uniform_angles,
 )
 from equivlib.models import get_model, list_models
-from equivlib.results import atomic_write_bytes, config_hash, load_result, save_result
+from equivlib.results import config_hash, load_result, save_result
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 SCHEDULERS = {"step": torch.optim.lr_scheduler.StepLR, "none": None}
