@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from equivlib.layers import GroupConv2d
+
 
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -326,9 +328,8 @@ def infer_input_shape(model: nn.Module, input_size: Pair, in_channels: int | Non
                 "`in_channels` found); pass in_channels=..."
             )
         in_channels = int(first.in_channels)
-    group = getattr(first, "group", None)
-    if group is not None and type(first).__name__ == "GroupConv2d":
-        return (1, in_channels, group.order, *input_size)
+    if isinstance(first, GroupConv2d):  # subclasses too: input is a group map
+        return (1, in_channels, first.group.order, *input_size)
     return (1, in_channels, *input_size)
 
 

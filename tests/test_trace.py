@@ -223,3 +223,14 @@ class DataDependent(nn.Module):
 def test_models_that_cannot_run_on_meta_are_traced_for_real(n, exact):
     report = trace(DataDependent(), n)
     assert report.exact is exact and report.rows[0].module == "conv"
+
+
+def test_a_network_that_starts_with_a_group_conv_gets_a_group_map():
+    from equivlib.layers import GroupConv2d
+
+    class MyGroupConv(GroupConv2d):
+        pass
+
+    report = trace(nn.Sequential(MyGroupConv("p4m", 2, 2, 3, stride=2, padding=1)), 9)
+    assert report.exact is True and report.rows[0].input_size == (9, 9)
+    assert trace(nn.Sequential(MyGroupConv("p4m", 2, 2, 3, stride=2, padding=1)), 8).exact is False
