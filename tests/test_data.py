@@ -34,11 +34,22 @@ def _fake_mnist(root, n_train=40, n_test=20):
 
 def test_torchvision_path_on_fake_files(tmp_path):
     _fake_mnist(tmp_path)
-    x, y = load_raw("torchvision", tmp_path)
-    assert x.shape == (60, 28, 28) and x.dtype == np.uint8 and list(y[:12]) == [*range(10), 0, 1]
-    s = load_mnist(27, "torchvision", tmp_path, sizes=(30, 10, 20), seed=1)
-    assert s.x_train.shape == (30, 3, 27, 27) and s.x_test.shape == (20, 3, 27, 27)
+    (x, y), (xt, yt) = load_raw("torchvision", tmp_path)
+    assert x.shape == (40, 28, 28) and x.dtype == np.uint8 and list(y[:12]) == [*range(10), 0, 1]
+    assert xt.shape == (20, 28, 28) and yt.dtype == np.int64
+    s = load_mnist(28, "torchvision", tmp_path, sizes=(30, 10, 20), seed=1)
+    assert s.x_train.shape == (30, 3, 28, 28) and s.x_test.shape == (20, 3, 28, 28)
     assert np.bincount(s.y_valid.numpy()).tolist() == [1] * 10
+    # train and valid come from the training files, the test set from t10k (all of it)
+    as_bytes = {bytes(im) for im in x}
+    assert all(bytes((t[0] * 255).round().byte().numpy()) in as_bytes
+               for t in torch.cat([s.x_train, s.x_valid]))
+    assert sorted(bytes((t[0] * 255).round().byte().numpy()) for t in s.x_test) \
+        == sorted(bytes(im) for im in xt)
+    s27 = load_mnist(27, "torchvision", tmp_path, sizes=(30, 10, 20), seed=1)
+    assert s27.x_test.shape == (20, 3, 27, 27)
+    with pytest.raises(ValueError, match="exceed"):
+        load_mnist(28, "torchvision", tmp_path, sizes=(30, 10, 21))
 
 
 def test_missing_data_error(tmp_path, monkeypatch):
@@ -62,7 +73,9 @@ def test_bad_arguments_raise_before_work():
 
 @pytest.fixture(scope="module")
 def embedded():
-    return load_raw("embedded")
+    pool, test_pool = load_raw("embedded")
+    assert test_pool is None
+    return pool
 
 
 def test_embedded_split_is_stratified_disjoint_and_seeded(embedded):
@@ -101,7 +114,9 @@ def test_rotate_matches_rot90(size):
     assert torch.equal(rotate(x, 0), x)
     for k in range(1, 4):
         assert torch.equal(rotate_exact(rotate_exact(x, k), 4 - k), x)
-        assert (rotate(x, 90 * k) - rotate_exact(x, k)).abs().max() < 1e-5
+        assert torch.equal(rotate(x, 90 * k), rotate_exact(x, k))
+        assert torch.equal(rotate(x, -90 * k), rotate_exact(x, -k))
+        assert (rotate(x, torch.tensor(90.0 * k)) - rotate_exact(x, k)).abs().max() < 1e-5
     per_image = rotate(x, torch.tensor([90.0, 180.0]))
     assert (per_image[1] - rotate_exact(x[1], 2)).abs().max() < 1e-5
 

@@ -21,7 +21,7 @@ def _env(monkeypatch, single_thread):
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    x, y = load_raw("embedded")
+    (x, y), _ = load_raw("embedded")
     return make_splits(x, y, 28, sizes=(256, 64, 64), seed=0)
 
 
@@ -38,7 +38,10 @@ def test_resume_is_bit_identical(tmp_path, tiny_data, regime):
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     torch.manual_seed(1234)  # disturb global RNGs: resume must restore them
     resumed = run(config, tiny_data, checkpoint_dir=tmp_path / "cut")
+    t_full, t_resumed = full.pop("timing"), resumed.pop("timing")
     assert resumed == full
+    assert t_full["train_images"] == t_resumed["train_images"] == 3 * 256
+    assert t_full["train_seconds"] > 0 and t_resumed["train_seconds"] > 0
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
@@ -118,6 +121,16 @@ def test_progress_switch(monkeypatch):
     from equivlib import train
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     monkeypatch.setenv("EQUIVLIB_PROGRESS", "1")
-    assert train._progress_enabled()
+    assert train.progress_enabled()
     monkeypatch.setenv("EQUIVLIB_PROGRESS", "0")
-    assert not train._progress_enabled()
+    assert not train.progress_enabled()
+
+
+def test_wandb_offline_logs_beside_the_checkpoint(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    config = make_config(**{**TINY, "epochs": 1})
+    run(config, tiny_data, checkpoint_dir=tmp_path / "ck")
+    runs = list((tmp_path / "ck" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]

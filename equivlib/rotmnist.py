@@ -1,0 +1,280 @@
+"""The rotated-MNIST experiment (notebooks 04 and 05): the grid of runs, its results as
+tables, Welch's t-tests and the accuracy-vs-rotation figure.
+
+Notebooks 04 and 05 build the same configs from the same parameters, so 05 finds 04's
+runs in the results store instead of training again.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from equivlib.data import INPUT_SIZES
+from equivlib.exactness import trace
+from equivlib.models import get_model, list_models
+from equivlib.train import make_config
+
+MNIST_MODELS = ("p4_mnist_cnn", "z2_mnist_cnn")
+REGIME_NAMES = ("none", "biased", "uniform")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model at an input size, e.g. ``p4_mnist_cnn@28``."""
+
+    model: str
+    input_size: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.split('_')[0].upper()}-{self.input_size}"
+
+    @property
+    def exact(self) -> bool | None:
+        """True/False for group models (from :func:`equivlib.exactness.trace`), None for Z2."""
+        return _is_exact(self.model, self.input_size)
+
+    @property
+    def description(self) -> str:
+        exact = self.exact
+        kind = "not equivariant" if exact is None else "exact" if exact else "approximate"
+        return f"{self.label} ({kind})"
+
+
+@dataclass(frozen=True)
+class RegimeSpec:
+    """A training regime: ``none``, ``uniform`` or ``biased:<sigma>``."""
+
+    regime: str
+    sigma: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"biased σ={self.sigma:g}°" if self.regime == "biased" else self.regime
+
+
+@functools.lru_cache(maxsize=None)
+def _is_exact(model: str, input_size: int) -> bool | None:
+    if model.startswith("z2"):
+        return None
+    return bool(trace(get_model(model), input_size).exact)
+
+
+def parse_models(text: str) -> list[ModelSpec]:
+    """``"p4_mnist_cnn@28,z2_mnist_cnn@28"`` -> specs; a clear ValueError for bad input."""
+    specs = []
+    for item in _items(text, "models"):
+        name, _, size = item.partition("@")
+        if name not in MNIST_MODELS or not size.isdigit() or int(size) not in INPUT_SIZES:
+            raise ValueError(f"bad model spec {item!r}: expected MODEL@SIZE with MODEL in "
+                             f"{MNIST_MODELS} and SIZE in {INPUT_SIZES}, e.g. p4_mnist_cnn@28")
+        assert name in list_models()
+        specs.append(ModelSpec(name, int(size)))
+    return _unique(specs, "models")
+
+
+def parse_regimes(text: str) -> list[RegimeSpec]:
+    """``"none,biased:20,biased:40,uniform"`` -> specs; a clear ValueError for bad input."""
+    specs = []
+    for item in _items(text, "regimes"):
+        name, _, sigma = item.partition(":")
+        try:
+            value = float(sigma) if sigma else None
+        except ValueError:
+            value = -1.0
+        if name not in REGIME_NAMES or (name == "biased") != (value is not None) \
+                or (value is not None and not value > 0):
+            raise ValueError(f"bad regime {item!r}: expected none, uniform or biased:SIGMA "
+                             f"(SIGMA > 0 in degrees), e.g. biased:20")
+        specs.append(RegimeSpec(name, value))
+    return _unique(specs, "regimes")
+
+
+def _items(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"{what} is empty")
+    return items
+
+
+def _unique(specs: list, what: str) -> list:
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"{what} lists the same entry twice: {specs}")
+    return specs
+
+
+def experiment_configs(models: Sequence[ModelSpec], regimes: Sequence[RegimeSpec],
+                       seeds: int, *, epochs: int, batch_size: int, lr: float,
+                       weight_decay: float, lr_step: int, dropout: float,
+                       sizes: Sequence[int], angle_step: float, mu: float = 45.0,
+                       source: str = "embedded", split_seed: int = 0,
+                       ) -> list[dict[str, Any]]:
+    """One validated training config per (model, regime, seed), in that nested order."""
+    if seeds < 1 or epochs < 1 or lr_step < 1:
+        raise ValueError(f"seeds, epochs and lr_step must be >= 1, got {seeds}, {epochs}, "
+                         f"{lr_step}")
+    if not 0 < angle_step <= 360 or (360 / angle_step) % 1:
+        raise ValueError(f"angle_step must divide 360, got {angle_step}")
+    if len(sizes) != 3:
+        raise ValueError(f"sizes must be 3 numbers (train, valid, test), got {sizes}")
+    angles = [float(a) for a in np.arange(0.0, 360.0, angle_step)]
+    configs = []
+    for m, r, seed in itertools.product(models, regimes, range(seeds)):
+        configs.append(make_config(
+            model=m.model, model_kwargs={"dropout": dropout}, input_size=m.input_size,
+            regime=r.regime, mu=mu, sigma=r.sigma if r.sigma is not None else 0.0,
+            seed=seed, epochs=epochs, batch_size=batch_size,
+            optimizer_kwargs={"lr": lr, "weight_decay": weight_decay},
+            scheduler_kwargs={"step_size": lr_step, "gamma": 0.5}, source=source,
+            sizes=list(sizes), split_seed=split_seed, test_angles=angles))
+    return configs
+
+
+def _labels(config: dict[str, Any]) -> tuple[str, str]:
+    model = ModelSpec(config["model"], config["input_size"]).label
+    regime = RegimeSpec(config["regime"], config["sigma"] if config["regime"] == "biased"
+                        else None).label
+    return model, regime
+
+
+def accuracy_table(configs: Sequence[dict[str, Any]],
+                   metrics: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Long table: one row per (model, regime, seed, test angle) with the accuracy."""
+    rows = []
+    for c, m in zip(configs, metrics, strict=True):
+        model, regime = _labels(c)
+        for angle, acc in m["test_acc"].items():
+            rows.append({"model": model, "regime": regime, "seed": c["seed"],
+                         "angle": float(angle), "accuracy": float(acc)})
+    return pd.DataFrame(rows)
+
+
+def per_run(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: accuracy at 0° and mean accuracy over all test angles."""
+    keys = ["model", "regime", "seed"]
+    at0 = table[table.angle == 0].set_index(keys).accuracy.rename("acc_0")
+    mean = table.groupby(keys, sort=False).accuracy.mean().rename("acc_mean")
+    return pd.concat([at0, mean], axis=1).reset_index()
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of the accuracy at 0° and the mean accuracy, per model and
+    regime (std uses ddof=1; NaN with one seed)."""
+    runs = per_run(table)
+    out = runs.groupby(["regime", "model"], sort=False).agg(
+        acc_0_mean=("acc_0", "mean"), acc_0_std=("acc_0", "std"),
+        acc_mean_mean=("acc_mean", "mean"), acc_mean_std=("acc_mean", "std"),
+        seeds=("seed", "count"))
+    return out.reset_index()
+
+
+def welch_tests(table: pd.DataFrame) -> pd.DataFrame:
+    """Welch's t-test (unequal variances, two-sided) between every pair of models within
+    each regime, on the accuracy at 0° and on the mean accuracy over angles. NaN where a
+    model has fewer than 2 seeds."""
+    from scipy.stats import ttest_ind
+
+    runs = per_run(table)
+    rows = []
+    for regime, group in runs.groupby("regime", sort=False):
+        models = list(dict.fromkeys(group.model))
+        for a, b in itertools.combinations(models, 2):
+            for metric in ("acc_0", "acc_mean"):
+                xa = group[group.model == a][metric].to_numpy()
+                xb = group[group.model == b][metric].to_numpy()
+                if min(len(xa), len(xb)) < 2:
+                    t = p = float("nan")
+                else:
+                    res = ttest_ind(xa, xb, equal_var=False)
+                    t, p = float(res.statistic), float(res.pvalue)
+                rows.append({"regime": regime, "metric": metric, "model_a": a, "model_b": b,
+                             "mean_a": xa.mean(), "mean_b": xb.mean(), "t": t, "p": p})
+    return pd.DataFrame(rows)
+
+
+def quarter_turn_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model and regime: accuracy at 0°, 90°, 180°, 270° (mean over seeds) and the
+    largest difference between those four for any one seed, in points."""
+    quarter = table[table.angle.isin([0.0, 90.0, 180.0, 270.0])]
+    if quarter.angle.nunique() < 4:
+        raise ValueError("the test angles do not include 0, 90, 180 and 270 degrees")
+    wide = quarter.pivot_table(index=["regime", "model"], columns="angle",
+                               values="accuracy", sort=False)
+    wide.columns = [f"acc_{int(a)}" for a in wide.columns]
+    spread = quarter.groupby(["regime", "model", "seed"], sort=False).accuracy.agg(np.ptp)
+    wide["max_spread_points"] = 100 * spread.groupby(["regime", "model"], sort=False).max()
+    return wide.reset_index()
+
+
+def training_angle_density(regime: RegimeSpec, angles: np.ndarray,
+                           mu: float = 45.0) -> np.ndarray | None:
+    """Density (per degree) of the training rotations at ``angles`` (degrees, wrapped to
+    [0, 360)); None for ``none`` (upright only)."""
+    if regime.regime == "none":
+        return None
+    if regime.regime == "uniform":
+        return np.full(len(angles), 1 / 360)
+    d = (np.asarray(angles) - mu + 180) % 360 - 180  # wrapped distance to mu
+    s = regime.sigma
+    # sum a few wraps so a wide normal is still a density on the circle
+    return sum(np.exp(-0.5 * ((d + 360 * k) / s) ** 2) for k in (-2, -1, 0, 1, 2)) \
+        / (s * np.sqrt(2 * np.pi))
+
+
+def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec],
+                              models: Sequence[ModelSpec], mu: float = 45.0):
+    """One panel per regime: accuracy vs test rotation, mean ± std band over seeds per
+    model, the training-angle distribution shaded behind (right axis)."""
+    import matplotlib.pyplot as plt
+
+    from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
+
+    approximate = iter([INEXACT_COLOR, "#e08214", "#8073ac", "#b35806"] * len(models))
+    colours = [NEUTRAL_COLOR if m.exact is None else EXACT_COLOR if m.exact
+               else next(approximate) for m in models]
+    cols = min(len(regimes), 2)
+    rows = int(np.ceil(len(regimes) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.6 * rows), sharey=True,
+                             squeeze=False)
+    grid = np.linspace(0, 360, 361)
+    for ax, regime in zip(axes.flat, regimes, strict=False):
+        density = training_angle_density(regime, grid, mu)
+        twin = ax.twinx()
+        if density is not None:
+            twin.fill_between(grid, density, color="0.85", lw=0, zorder=0)
+            twin.set_ylim(0, max(density.max() * 1.15, 1 / 300))
+        else:
+            twin.axvline(0, color="0.75", lw=6, zorder=0)
+            twin.set_ylim(0, 1)
+        twin.set_yticks([])
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        for i, m in enumerate(models):
+            sub = table[(table.regime == regime.label) & (table.model == m.label)]
+            stats = sub.groupby("angle").accuracy.agg(["mean", "std"]).reset_index()
+            colour = colours[i]
+            ax.plot(stats.angle, 100 * stats["mean"], color=colour, lw=1.6,
+                    marker="o", ms=2.5, label=m.description)
+            if stats["std"].notna().any():
+                ax.fill_between(stats.angle, 100 * (stats["mean"] - stats["std"]),
+                                100 * (stats["mean"] + stats["std"]), color=colour,
+                                alpha=0.2, lw=0)
+        for q in (90, 180, 270):
+            ax.axvline(q, color="0.6", lw=0.6, ls=":")
+        ax.set_xlim(0, 360)
+        ax.set_xticks(range(0, 361, 45))
+        ax.set_title(f"training rotations: {regime.label}")
+        ax.set_xlabel("test rotation (degrees)")
+        ax.set_ylabel("test accuracy (%)")
+    for ax in list(axes.flat)[len(regimes):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(loc="lower left", fontsize=7, framealpha=0.9)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig

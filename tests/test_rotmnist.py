@@ -1,0 +1,129 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import quad
+
+from equivlib.results import config_hash
+from equivlib.rotmnist import (
+    ModelSpec,
+    RegimeSpec,
+    accuracy_table,
+    experiment_configs,
+    parse_models,
+    parse_regimes,
+    per_run,
+    quarter_turn_spread,
+    summary_table,
+    training_angle_density,
+    welch_tests,
+)
+
+TRAINING = dict(epochs=2, batch_size=32, lr=0.01, weight_decay=1e-5, lr_step=10, dropout=0.0,
+                sizes=[64, 32, 32], angle_step=90.0)
+
+
+def test_parse_specs():
+    models = parse_models("p4_mnist_cnn@28, p4_mnist_cnn@27,z2_mnist_cnn@28")
+    assert [m.label for m in models] == ["P4-28", "P4-27", "Z2-28"]
+    regimes = parse_regimes("none,biased:20,biased:40,uniform")
+    assert [r.label for r in regimes] == ["none", "biased σ=20°", "biased σ=40°", "uniform"]
+
+
+@pytest.mark.parametrize("text", ["p4_mnist_cnn", "p4_mnist_cnn@30", "resnet@28", "",
+                                  "p4_mnist_cnn@28,p4_mnist_cnn@28", "p4_mnist_cnn@x"])
+def test_bad_models(text):
+    with pytest.raises(ValueError, match="model|empty|twice"):
+        parse_models(text)
+
+
+@pytest.mark.parametrize("text", ["biased", "biased:0", "biased:-5", "none:20", "sideways",
+                                  "biased:abc", "uniform,uniform"])
+def test_bad_regimes(text):
+    with pytest.raises(ValueError, match="regime|twice"):
+        parse_regimes(text)
+
+
+@pytest.mark.parametrize("size, exact", [(28, True), (27, False), (29, False)])
+def test_model_spec_exactness_follows_the_pooling(size, exact):
+    spec = ModelSpec("p4_mnist_cnn", size)
+    assert spec.exact is exact
+    assert spec.description.endswith("(exact)" if exact else "(approximate)")
+    assert ModelSpec("z2_mnist_cnn", size).exact is None
+
+
+def test_experiment_configs_order_and_keys():
+    models = parse_models("p4_mnist_cnn@28,z2_mnist_cnn@28")
+    regimes = parse_regimes("none,biased:20")
+    configs = experiment_configs(models, regimes, 3, **TRAINING)
+    assert len(configs) == 12 and len({config_hash(c) for c in configs}) == 12
+    assert [c["seed"] for c in configs[:3]] == [0, 1, 2]
+    assert configs[3]["regime"] == "biased" and configs[3]["sigma"] == 20.0
+    assert configs[0]["test_angles"] == [0.0, 90.0, 180.0, 270.0]
+    assert configs[0]["scheduler_kwargs"] == {"step_size": 10, "gamma": 0.5}
+    assert configs[0]["model_kwargs"] == {"dropout": 0.0}
+    again = experiment_configs(models, regimes, 3, **TRAINING)
+    assert [config_hash(c) for c in again] == [config_hash(c) for c in configs]
+    with pytest.raises(ValueError, match="angle_step"):
+        experiment_configs(models, regimes, 1, **{**TRAINING, "angle_step": 7.0})
+    with pytest.raises(ValueError, match="seeds"):
+        experiment_configs(models, regimes, 0, **TRAINING)
+
+
+def _fake(seeds=3):
+    models = parse_models("p4_mnist_cnn@28,p4_mnist_cnn@27")
+    regimes = parse_regimes("none")
+    configs = experiment_configs(models, regimes, seeds, **TRAINING)
+    rng = np.random.default_rng(0)
+    metrics = []
+    for c in configs:
+        base = 0.9 if c["input_size"] == 28 else 0.8
+        accs = {"0.0": base + 0.01 * c["seed"], "90.0": base - 0.1 * (c["input_size"] != 28),
+                "180.0": base + rng.normal(0, 0.01), "270.0": base}
+        metrics.append({"test_acc": accs})
+    return configs, metrics
+
+
+def test_tables_and_welch_against_the_formula():
+    table = accuracy_table(*_fake())
+    assert len(table) == 2 * 3 * 4
+    runs = per_run(table)
+    assert len(runs) == 6
+    summary = summary_table(table)
+    row = summary[summary.model == "P4-28"].iloc[0]
+    assert row.acc_0_mean == pytest.approx(0.91) and row.acc_0_std == pytest.approx(0.01)
+    assert row.seeds == 3
+    tests = welch_tests(table)
+    assert set(tests.metric) == {"acc_0", "acc_mean"} and len(tests) == 2
+    t = tests[tests.metric == "acc_mean"].iloc[0]
+    a = runs[runs.model == "P4-28"].acc_mean.to_numpy()
+    b = runs[runs.model == "P4-27"].acc_mean.to_numpy()
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    assert t.t == pytest.approx((a.mean() - b.mean()) / np.sqrt(va + vb))
+    assert 0 <= t.p < 0.05
+
+
+def test_welch_with_one_seed_is_nan_not_an_error():
+    tests = welch_tests(accuracy_table(*_fake(seeds=1)))
+    assert tests.t.isna().all() and tests.p.isna().all()
+
+
+def test_quarter_turn_spread():
+    spread = quarter_turn_spread(accuracy_table(*_fake()))
+    by_model = spread.set_index("model")
+    assert by_model.loc["P4-27", "max_spread_points"] == pytest.approx(10, abs=3)
+    assert by_model.loc["P4-28", "acc_90"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="270"):
+        quarter_turn_spread(pd.DataFrame({"model": ["a"], "regime": ["none"], "seed": [0],
+                                          "angle": [0.0], "accuracy": [1.0]}))
+
+
+@pytest.mark.parametrize("regime", [RegimeSpec("biased", 20.0), RegimeSpec("biased", 40.0),
+                                    RegimeSpec("biased", 200.0), RegimeSpec("uniform")])
+def test_training_angle_density_is_a_density(regime):
+    total, _ = quad(lambda a: training_angle_density(regime, np.array([a]))[0], 0, 360,
+                    limit=200)
+    assert total == pytest.approx(1, abs=1e-3)
+    if regime.regime == "biased" and regime.sigma < 100:
+        d = training_angle_density(regime, np.array([45.0, 225.0, 45.0 + regime.sigma]))
+        assert d[0] > d[2] > d[1]
+    assert training_angle_density(RegimeSpec("none"), np.array([0.0])) is None
