@@ -132,6 +132,11 @@ class Splits:
         """Apply the train-set mean/std (after any rotation)."""
         return (x - self.mean) / self.std
 
+    def to(self, device: str | torch.device) -> Splits:
+        """The same splits with every tensor on ``device``."""
+        moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(self).items()}
+        return Splits(**moved)
+
 
 def make_splits(images: np.ndarray, labels: np.ndarray, input_size: int = 28,
                 sizes: tuple[int, int, int] = (3000, 1000, 1000), seed: int = 0,
@@ -187,7 +192,8 @@ def rotate(x: torch.Tensor, degrees: float | torch.Tensor) -> torch.Tensor:
     cos, sin = torch.cos(a), torch.sin(a)
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(a)], -1),
                          torch.stack([sin, cos, torch.zeros_like(a)], -1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape),
+                         align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

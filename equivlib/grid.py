@@ -33,29 +33,30 @@ def _cached_data(input_size: int, source: str, data_dir: str | None,
 
 
 def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
-               data_dir: str | None, threads: int) -> dict[str, Any]:
+               data_dir: str | None, threads: int, device: str) -> dict[str, Any]:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         data = _cached_data(config["input_size"], config["source"], data_dir,
                             tuple(config["sizes"]), config["split_seed"])
         return run(config, data, checkpoint_dir=Path(checkpoint_root) / config_hash(config),
-                   results_dir=results_dir)
+                   results_dir=results_dir, device=device)
     finally:
         torch.set_num_threads(previous)
 
 
 def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
              checkpoint_root: str | Path = "checkpoints", *, workers: int = 1,
-             threads: int = 1, data_dir: str | Path | None = None,
+             threads: int = 1, data_dir: str | Path | None = None, device: str = "cpu",
              on_done: Callable[[dict[str, Any], dict[str, Any], bool], None] | None = None,
              ) -> list[dict[str, Any]]:
     """Metrics of every config, in order: stored ones reused, missing ones trained.
 
     ``workers`` > 1 trains that many runs at once in spawned processes, each with
-    ``threads`` torch threads. ``on_done(config, metrics, reused)`` is called as runs
-    finish. All configs (and torchvision data files) are checked before any work; a failed
-    run raises :class:`GridRunError` after the runs in flight have finished and been stored.
+    ``threads`` torch threads (``device``: see :func:`equivlib.train.run`).
+    ``on_done(config, metrics, reused)`` is called as runs finish. All configs (and
+    torchvision data files) are checked before any work; a failed run raises
+    :class:`GridRunError` after the runs in flight have finished and been stored.
     """
     if workers < 1 or threads < 1:
         raise ValueError(f"workers and threads must be >= 1, got {workers}, {threads}")
@@ -86,7 +87,7 @@ def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
         if on_done is not None:
             on_done(missing[key], metrics, False)
 
-    args = (str(results_dir), str(checkpoint_root), data_dir, threads)
+    args = (str(results_dir), str(checkpoint_root), data_dir, threads, device)
     try:
         if workers == 1 or len(missing) <= 1:
             for key, c in missing.items():

