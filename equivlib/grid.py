@@ -61,6 +61,7 @@ def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
     if workers < 1 or threads < 1:
         raise ValueError(f"workers and threads must be >= 1, got {workers}, {threads}")
     configs = [make_config(**c) for c in configs]
+    _check_device(device)
     if any(c["source"] == "torchvision" for c in configs):
         check_mnist_files(data_dir)
     data_dir = None if data_dir in (None, "") else str(data_dir)
@@ -128,6 +129,16 @@ def _run_parallel(missing: dict[str, dict[str, Any]], args: tuple, workers: int,
             key, exc = failure
             raise GridRunError(f"run {key} ({_describe(missing[key])}) failed: "
                                f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"bad device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available here; "
+                         f"use device 'cpu' (slow at paper scale)")
 
 
 def _describe(config: dict[str, Any]) -> str:

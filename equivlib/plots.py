@@ -79,3 +79,11 @@ def save_csv(table, out_dir: str | os.PathLike, name: str, float_format: str = "
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
     return path
+
+
+def save_text(text: str, out_dir: str | os.PathLike, filename: str) -> Path:
+    """Write ``text`` (e.g. a LaTeX table) as ``out_dir/filename`` atomically."""
+    path = Path(out_dir) / filename
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text if text.endswith("\n") else text + "\n")
+    return path

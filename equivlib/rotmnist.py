@@ -168,11 +168,14 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the accuracy at 0° and the mean accuracy, per model and
     regime (std uses ddof=1; NaN with one seed)."""
     runs = per_run(table)
-    out = runs.groupby(["regime", "model"], sort=False).agg(
+    runs = runs.assign(regime=pd.Categorical(runs.regime, list(dict.fromkeys(runs.regime))),
+                       model=pd.Categorical(runs.model, list(dict.fromkeys(runs.model))))
+    out = runs.groupby(["regime", "model"], observed=True).agg(
         acc_0_mean=("acc_0", "mean"), acc_0_std=("acc_0", "std"),
         acc_mean_mean=("acc_mean", "mean"), acc_mean_std=("acc_mean", "std"),
         seeds=("seed", "count"))
-    return out.reset_index()
+    out = out.reset_index()
+    return out.assign(regime=out.regime.astype(str), model=out.model.astype(str))
 
 
 def welch_tests(table: pd.DataFrame) -> pd.DataFrame:
@@ -278,3 +281,28 @@ def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec]
     axes.flat[0].legend(loc="lower left", fontsize=7, framealpha=0.9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def latex_table(summary: pd.DataFrame, caption: str = "", label: str = "tab:rotmnist") -> str:
+    """The summary as a booktabs LaTeX table: accuracy (%) at 0° and mean over rotations,
+    mean ± std over seeds, one block of rows per regime."""
+    def cell(mean: float, std: float) -> str:
+        s = f"{100 * mean:.1f}"
+        return s + (rf" $\pm$ {100 * std:.1f}" if np.isfinite(std) else "")
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{llrrr}", r"\toprule",
+             r"Training rotations & Model & Acc.\ at $0^\circ$ (\%) & Mean acc.\ (\%) & Seeds \\",
+             r"\midrule"]
+    for i, (regime, group) in enumerate(summary.groupby("regime", sort=False)):
+        if i:
+            lines.append(r"\addlinespace")
+        for j, row in enumerate(group.itertuples()):
+            name = regime.replace("σ=", r"$\sigma=$").replace("°", r"$^\circ$") if j == 0 \
+                else ""
+            lines.append(f"{name} & {row.model} & {cell(row.acc_0_mean, row.acc_0_std)} & "
+                         f"{cell(row.acc_mean_mean, row.acc_mean_std)} & {row.seeds} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{caption}}}")
+    lines += [rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

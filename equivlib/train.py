@@ -61,6 +61,8 @@ def make_config(**overrides: Any) -> dict[str, Any]:
         raise ValueError(f"unknown config keys: {sorted(unknown)}")
     config = {**copy.deepcopy(DEFAULT_CONFIG), **overrides}
     check_regime(config["regime"])
+    if config["regime"] != "biased":  # sigma means nothing there: one config, one hash
+        config["sigma"] = 0.0
     if config["input_size"] not in INPUT_SIZES:
         raise ValueError(f"input_size must be one of {INPUT_SIZES}, got {config['input_size']}")
     if config["model"] not in list_models():
@@ -150,7 +152,7 @@ def _wandb_run(config: dict[str, Any], directory: Path) -> Any:
         import wandb
         directory.mkdir(parents=True, exist_ok=True)
         return wandb.init(project="equivlib", mode=mode, config=config, dir=str(directory),
-                          name=config_hash(config), reinit=True,
+                          name=config_hash(config), reinit="finish_previous",
                           settings=wandb.Settings(silent=True))
     except Exception as exc:  # never let logging break a run
         warnings.warn(f"wandb disabled: {exc}", RuntimeWarning, stacklevel=2)
@@ -298,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=d["model"], choices=list_models(), help="registered model")
     p.add_argument("--channels", type=int, default=None, help="model width (default: model's)")
+    p.add_argument("--dropout", type=float, default=0.3,
+                   help="dropout after the first six convs of the MNIST CNNs")
     p.add_argument("--input-size", type=int, default=d["input_size"], choices=INPUT_SIZES,
                    help="resize images to this size (bilinear)")
     p.add_argument("--regime", default=d["regime"], choices=REGIMES,
@@ -311,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d["optimizer_kwargs"]["lr"], help="Adam lr")
     p.add_argument("--weight-decay", type=float, default=d["optimizer_kwargs"]["weight_decay"],
                    help="Adam weight decay")
+    p.add_argument("--lr-step", type=int, default=d["scheduler_kwargs"]["step_size"],
+                   help="StepLR: halve the learning rate every LR_STEP epochs")
     p.add_argument("--sizes", type=int, nargs=3, default=d["sizes"],
                    metavar=("TRAIN", "VALID", "TEST"), help="split sizes")
     p.add_argument("--split-seed", type=int, default=d["split_seed"], help="seed of the split")
@@ -327,16 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The config of the parsed CLI arguments; the same settings in notebooks 04/05 give
+    the same config (and results-store key)."""
+    model_kwargs: dict[str, Any] = {"dropout": a.dropout}
+    if a.channels is not None:
+        model_kwargs["channels"] = a.channels
+    return make_config(
+        model=a.model, model_kwargs=model_kwargs, input_size=a.input_size, regime=a.regime,
+        mu=a.mu, sigma=a.sigma, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
+        optimizer_kwargs={"lr": a.lr, "weight_decay": a.weight_decay},
+        scheduler_kwargs={"step_size": a.lr_step, "gamma": 0.5}, sizes=a.sizes,
+        split_seed=a.split_seed, source=a.source,
+        test_angles=[float(t) for t in np.arange(0.0, 360.0, a.angle_step)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: run (or reuse) one configuration and print its summary as JSON."""
     a = build_parser().parse_args(argv)
-    config = make_config(
-        model=a.model, model_kwargs={} if a.channels is None else {"channels": a.channels},
-        input_size=a.input_size, regime=a.regime, mu=a.mu, sigma=a.sigma, seed=a.seed,
-        epochs=a.epochs, batch_size=a.batch_size,
-        optimizer_kwargs={"lr": a.lr, "weight_decay": a.weight_decay}, sizes=a.sizes,
-        split_seed=a.split_seed, source=a.source,
-        test_angles=list(np.arange(0.0, 360.0, a.angle_step)))
+    config = config_from_args(a)
     reused = load_result(config, a.results_dir) is not None
     try:
         metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from equivlib import grid
 from equivlib.data import DatasetMissingError
@@ -69,6 +70,11 @@ def test_failure_keeps_finished_runs(tmp_path, monkeypatch):
 def test_bad_input_raises_before_work(tmp_path):
     with pytest.raises(ValueError, match="workers"):
         grid.run_grid(_configs(), tmp_path, workers=0)
+    with pytest.raises(ValueError, match="device"):
+        grid.run_grid(_configs(), tmp_path, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            grid.run_grid(_configs(), tmp_path, device="cuda")
     with pytest.raises(ValueError, match="regime"):
         grid.run_grid([{**TINY, "regime": "sideways"}], tmp_path)
     with pytest.raises(DatasetMissingError):

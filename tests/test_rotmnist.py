@@ -127,3 +127,29 @@ def test_training_angle_density_is_a_density(regime):
         d = training_angle_density(regime, np.array([45.0, 225.0, 45.0 + regime.sigma]))
         assert d[0] > d[2] > d[1]
     assert training_angle_density(RegimeSpec("none"), np.array([0.0])) is None
+
+
+def test_latex_table():
+    from equivlib.rotmnist import latex_table
+    summary = summary_table(accuracy_table(*_fake()))
+    tex = latex_table(summary, caption="cap")
+    assert tex.count(r"\\") == 1 + len(summary)
+    assert r"91.0 $\pm$ 1.0" in tex and "P4-27" in tex and r"\caption{cap}" in tex
+    one_seed = latex_table(summary_table(accuracy_table(*_fake(seeds=1))))
+    assert r"\pm" not in one_seed
+    assert "°" not in tex and "σ" not in tex  # plain LaTeX, no unicode symbols
+
+
+@pytest.mark.parametrize("regime, extra", [("none", []), ("biased:40", ["--sigma", "40"]),
+                                           ("uniform", ["--sigma", "20"])])
+def test_cli_and_notebook_configs_share_the_results_store_key(regime, extra):
+    from equivlib.train import build_parser, config_from_args
+    spec = parse_regimes(regime)[0]
+    (nb_config,) = experiment_configs(
+        parse_models("p4_mnist_cnn@27"), [spec], 1, epochs=50, batch_size=256, lr=0.01,
+        weight_decay=1e-5, lr_step=10, dropout=0.3, sizes=[8000, 2000, 10000],
+        angle_step=10.0, source="torchvision")
+    args = build_parser().parse_args(
+        ["--model", "p4_mnist_cnn", "--input-size", "27", "--regime", spec.regime, *extra,
+         "--seed", "0", "--source", "torchvision", "--sizes", "8000", "2000", "10000"])
+    assert config_hash(config_from_args(args)) == config_hash(nb_config)
