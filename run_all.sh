@@ -93,6 +93,8 @@ echo "== ruff check"
 echo "== pytest tests/"
 WANDB_MODE=disabled "$PY" -m pytest tests/ -q || status=1
 echo "== pytest --nbval notebooks/"
+# the smoke notebooks' results store and checkpoints: start empty, so nbval trains afresh
+rm -rf build/results build/checkpoints
 WANDB_MODE=disabled "$PY" -m pytest --nbval notebooks/ -q -p no:cacheprovider \
     --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg || status=1
 if [ "$(figures_sum)" != "$before" ]; then

@@ -210,6 +210,7 @@ def quarter_turn_spread(table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("the test angles do not include 0, 90, 180 and 270 degrees")
     wide = quarter.pivot_table(index=["regime", "model"], columns="angle",
                                values="accuracy", sort=False)
+    wide = wide[[0.0, 90.0, 180.0, 270.0]]
     wide.columns = [f"acc_{int(a)}" for a in wide.columns]
     spread = quarter.groupby(["regime", "model", "seed"], sort=False).accuracy.agg(np.ptp)
     wide["max_spread_points"] = 100 * spread.groupby(["regime", "model"], sort=False).max()
@@ -250,36 +251,41 @@ def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec]
     for ax, regime in zip(axes.flat, regimes, strict=False):
         density = training_angle_density(regime, grid, mu)
         twin = ax.twinx()
-        if density is not None:
-            twin.fill_between(grid, density, color="0.85", lw=0, zorder=0)
-            twin.set_ylim(0, max(density.max() * 1.15, 1 / 300))
-        else:
-            twin.axvline(0, color="0.75", lw=6, zorder=0)
-            twin.set_ylim(0, 1)
+        if density is None:  # upright training: all the mass at 0° (= 360°)
+            density = np.where((grid < 3) | (grid > 357), 1.0, 0.0)
+        twin.fill_between(grid, density, color="0.88", lw=0, zorder=0)
+        twin.set_ylim(0, density.max() / 0.3)  # the shading takes the bottom 30 %
         twin.set_yticks([])
+        twin.spines[["top", "right"]].set_visible(False)
         ax.set_zorder(twin.get_zorder() + 1)
         ax.patch.set_visible(False)
         for i, m in enumerate(models):
             sub = table[(table.regime == regime.label) & (table.model == m.label)]
             stats = sub.groupby("angle").accuracy.agg(["mean", "std"]).reset_index()
-            colour = colours[i]
-            ax.plot(stats.angle, 100 * stats["mean"], color=colour, lw=1.6,
+            ax.plot(stats.angle, 100 * stats["mean"], color=colours[i], lw=1.6,
                     marker="o", ms=2.5, label=m.description)
             if stats["std"].notna().any():
                 ax.fill_between(stats.angle, 100 * (stats["mean"] - stats["std"]),
-                                100 * (stats["mean"] + stats["std"]), color=colour,
-                                alpha=0.2, lw=0)
+                                100 * (stats["mean"] + stats["std"]), color=colours[i],
+                                alpha=0.15, lw=0)
         for q in (90, 180, 270):
             ax.axvline(q, color="0.6", lw=0.6, ls=":")
         ax.set_xlim(0, 360)
+        ax.set_ylim(0, 100)
         ax.set_xticks(range(0, 361, 45))
         ax.set_title(f"training rotations: {regime.label}")
         ax.set_xlabel("test rotation (degrees)")
         ax.set_ylabel("test accuracy (%)")
     for ax in list(axes.flat)[len(regimes):]:
         ax.set_visible(False)
-    axes.flat[0].legend(loc="lower left", fontsize=7, framealpha=0.9)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    from matplotlib.patches import Patch
+
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles.append(Patch(color="0.88", label="distribution of training rotations"))
+    band = "; bands: ±1 std over seeds" if table.seed.nunique() > 1 else ""
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8,
+               title=f"mean over {table.seed.nunique()} seed(s){band}", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.93))
     return fig
 
 
