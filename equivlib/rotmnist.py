@@ -137,7 +137,8 @@ def experiment_configs(models: Sequence[ModelSpec], regimes: Sequence[RegimeSpec
     return configs
 
 
-def _labels(config: dict[str, Any]) -> tuple[str, str]:
+def run_labels(config: dict[str, Any]) -> tuple[str, str]:
+    """(model label, regime label) of a run's config, e.g. ("P4-27", "biased σ=20°")."""
     model = ModelSpec(config["model"], config["input_size"]).label
     regime = RegimeSpec(config["regime"], config["sigma"] if config["regime"] == "biased"
                         else None).label
@@ -149,7 +150,7 @@ def accuracy_table(configs: Sequence[dict[str, Any]],
     """Long table: one row per (model, regime, seed, test angle) with the accuracy."""
     rows = []
     for c, m in zip(configs, metrics, strict=True):
-        model, regime = _labels(c)
+        model, regime = run_labels(c)
         for angle, acc in m["test_acc"].items():
             rows.append({"model": model, "regime": regime, "seed": c["seed"],
                          "angle": float(angle), "accuracy": float(acc)})
