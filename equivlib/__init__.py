@@ -1,7 +1,38 @@
 """equivlib: exactly equivariant P4/P4M layers and tools that tell whether a network is exact.
 
 Runnable companion of *Using and Abusing Equivariance* (Edixhoven, Lengyel, van Gemert,
-ICCV Workshops 2023). See DESIGN.md in the shared folder and README.md.
+ICCV Workshops 2023). The public API, by concern:
+
+- groups and layers: :data:`P4`, :data:`P4M`, :class:`LiftingConv2d`, :class:`GroupConv2d`,
+  :class:`GroupBatchNorm`, :class:`GroupMaxPool2d`, :class:`CosetPool`;
+- models: :func:`get_model`, :func:`list_models`, :func:`register_model`;
+- exactness: :func:`trace`, :func:`nearest_exact_size`, :func:`is_exact`;
+- checks: :func:`equivariance_error`, :func:`layerwise_errors`, :func:`assert_equivariant`;
+- data: :func:`get_dataset`, :func:`list_datasets`; training: :func:`run`, :func:`run_grid`,
+  :class:`RunConfig` (imported on first use: ``equivlib.data``, ``equivlib.engine``).
 """
 
+from equivlib.checks import assert_equivariant, equivariance_error, layerwise_errors
+from equivlib.exactness import is_exact, nearest_exact_size, trace
+from equivlib.groups import P4, P4M, get_group
+from equivlib.layers import CosetPool, GroupBatchNorm, GroupConv2d, GroupMaxPool2d, LiftingConv2d
+from equivlib.models import get_model, list_models, register_model
+
 __version__ = "0.1.0"
+
+_LAZY = {"get_dataset": "equivlib.data", "list_datasets": "equivlib.data",
+         "run": "equivlib.engine.run", "run_grid": "equivlib.engine",
+         "RunConfig": "equivlib.engine"}
+
+__all__ = ["P4", "P4M", "CosetPool", "GroupBatchNorm", "GroupConv2d", "GroupMaxPool2d",
+           "LiftingConv2d", "assert_equivariant", "equivariance_error", "get_group",
+           "get_model", "is_exact", "layerwise_errors", "list_models", "nearest_exact_size",
+           "register_model", "trace", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'equivlib' has no attribute {name!r}")

@@ -1,8 +1,10 @@
-"""Command line: is my network exactly equivariant at this input size?
+"""Command line of equivlib: is my network exact, and training runs.
 
     python -m equivlib check p4_resnet44 --size 32
     python -m equivlib check torchvision.models:resnet18 --size 224 --group p4
     python -m equivlib list
+    python -m equivlib train --dataset cifar10 --model p4_resnet44 --input-size 33
+    python -m equivlib grid --notebook 04_rotmnist_rotation --profile paper
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import copy
 import importlib
 import sys
 
-import torch
 from torch import nn
 
+from equivlib.data.photos import photo_batch
 from equivlib.exactness import nearest_exact_size, trace
 from equivlib.groups import get_group
 
@@ -65,19 +67,6 @@ def model_group(model: nn.Module, requested: str | None):
     return found if found is not None else get_group("p4")
 
 
-def photo(size: int, channels: int) -> torch.Tensor:
-    """A real photo (scikit-image's astronaut) resized to size x size, float64, (1,C,H,W)."""
-    from skimage import data
-    from skimage.color import rgb2gray
-    from skimage.transform import resize
-
-    rgb = data.astronaut()
-    image = resize(rgb, (size, size), anti_aliasing=True) if channels == 3 else resize(
-        rgb2gray(rgb), (size, size), anti_aliasing=True)[..., None].repeat(channels, -1)
-    x = torch.from_numpy(image).permute(2, 0, 1)[None]
-    return (x - x.mean()) / x.std()
-
-
 def _print_errors(rows: list[dict], depth: int) -> None:
     shown = [r for r in rows if r["name"] == "output" or r["name"].count(".") < depth]
     width = max(len(r["name"]) for r in shown)
@@ -111,14 +100,15 @@ def check(args: argparse.Namespace) -> int:
     channels = args.in_channels or next(m.in_channels for m in model.modules()
                                         if hasattr(m, "in_channels"))
     measured = copy.deepcopy(model).double().eval()
-    rows = layerwise_errors(measured, photo(args.size, channels), group)
+    rows = layerwise_errors(measured, photo_batch("astronaut", args.size, channels), group)
     print(f"\nmeasured equivariance error under {group.name.upper()} on a photo "
           f"(float64, eval mode; exact layers show ~1e-15):")
     _print_errors(rows, args.depth)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command: check, list, train, grid."""
     parser = argparse.ArgumentParser(prog="python -m equivlib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="trace a model's subsampling layers at an input size")
@@ -128,10 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-channels", type=int, default=None, help="override inferred channels")
     p.add_argument("--depth", type=int, default=2, help="module depth shown in the error table")
     p.add_argument("--no-measure", action="store_true", help="trace only; skip the measurement")
-    sub.add_parser("list", help="list the registered models")
-    args = parser.parse_args(argv)
+    lp = sub.add_parser("list", help="list the registered models (and datasets)")
+    lp.add_argument("what", nargs="?", default="models", choices=("models", "datasets"),
+                    help="what to list")
+    from equivlib.engine.cli import add_grid_parser, add_train_parser
+    add_train_parser(sub)
+    add_grid_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from equivlib.engine.cli import run_command
+
+    args = build_parser().parse_args(argv)
+    if args.command in ("train", "grid"):
+        return run_command(args)
     try:
         if args.command == "list":
+            if args.what == "datasets":
+                from equivlib.data.registry import dataset_source, list_datasets
+                for name in list_datasets():
+                    print(f"{name:12s} {dataset_source(name).description}")
+                return 0
             registry = _registry()
             print("\n".join(registry.list_models() if registry else []))
             return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from equivlib.atomic import atomic_path
+from equivlib.store.atomic import atomic_path
 
 EXACT_COLOR = "#1b7837"
 INEXACT_COLOR = "#c51b7d"

@@ -9,6 +9,7 @@ does not depend on how many runs share the machine.
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -17,9 +18,11 @@ from typing import Any
 
 import torch
 
-from equivlib.data import check_mnist_files, load_mnist
-from equivlib.results import config_hash, load_result
-from equivlib.train import make_config, progress_enabled, run
+from equivlib.data.base import DatasetSplits
+from equivlib.data.registry import get_dataset
+from equivlib.engine.config import RunConfig
+from equivlib.engine.run import check_device, prepare, progress_enabled, run
+from equivlib.store.results import load_result
 
 
 class GridRunError(RuntimeError):
@@ -27,9 +30,8 @@ class GridRunError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_data(input_size: int, source: str, data_dir: str | None,
-                 sizes: tuple[int, int, int], split_seed: int):
-    return load_mnist(input_size, source, data_dir, sizes, split_seed)
+def _cached_data(dataset: str, options_json: str, data_dir: str | None) -> DatasetSplits:
+    return get_dataset(dataset, data_dir, **json.loads(options_json))
 
 
 def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
@@ -37,15 +39,16 @@ def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        data = _cached_data(config["input_size"], config["source"], data_dir,
-                            tuple(config["sizes"]), config["split_seed"])
-        return run(config, data, checkpoint_dir=Path(checkpoint_root) / config_hash(config),
+        c = RunConfig.from_dict(config)
+        data = _cached_data(c.data.dataset, json.dumps(c.data.options, sort_keys=True),
+                            data_dir)
+        return run(c, data, checkpoint_dir=Path(checkpoint_root) / c.key(),
                    results_dir=results_dir, device=device)
     finally:
         torch.set_num_threads(previous)
 
 
-def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
+def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | Path,
              checkpoint_root: str | Path = "checkpoints", *, workers: int = 1,
              threads: int = 1, data_dir: str | Path | None = None, device: str = "cpu",
              on_done: Callable[[dict[str, Any], dict[str, Any], bool], None] | None = None,
@@ -53,22 +56,20 @@ def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
     """Metrics of every config, in order: stored ones reused, missing ones trained.
 
     ``workers`` > 1 trains that many runs at once in spawned processes, each with
-    ``threads`` torch threads (``device``: see :func:`equivlib.train.run`).
+    ``threads`` torch threads (``device``: see :func:`equivlib.engine.run.run`).
     ``on_done(config, metrics, reused)`` is called as runs finish. All configs (and
     torchvision data files) are checked before any work; a failed run raises
     :class:`GridRunError` after the runs in flight have finished and been stored.
     """
     if workers < 1 or threads < 1:
         raise ValueError(f"workers and threads must be >= 1, got {workers}, {threads}")
-    configs = [make_config(**c) for c in configs]
-    _check_device(device)
-    if any(c["source"] == "torchvision" for c in configs):
-        check_mnist_files(data_dir)
+    check_device(device)
     data_dir = None if data_dir in (None, "") else str(data_dir)
+    configs = [prepare(c, data_dir=data_dir, device=device).to_dict() for c in configs]
     results: dict[str, dict[str, Any]] = {}
     missing: dict[str, dict[str, Any]] = {}
     for c in configs:
-        key = config_hash(c)
+        key = RunConfig.from_dict(c).key()
         stored = load_result(c, results_dir)
         if stored is not None:
             results[key] = stored["metrics"]
@@ -78,7 +79,8 @@ def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
     from tqdm import tqdm
     bar = tqdm(total=len(configs), initial=len(configs) - len(missing), desc="runs",
                disable=not progress_enabled())
-    for key, c in zip(map(config_hash, configs), configs, strict=True):
+    keys = [RunConfig.from_dict(c).key() for c in configs]
+    for key, c in zip(keys, configs, strict=True):
         if key in results and on_done is not None:
             on_done(c, results[key], True)
 
@@ -101,7 +103,7 @@ def run_grid(configs: Sequence[dict[str, Any]], results_dir: str | Path,
             _run_parallel(missing, args, workers, finish)
     finally:
         bar.close()
-    return [results[config_hash(c)] for c in configs]
+    return [results[k] for k in keys]
 
 
 def _run_parallel(missing: dict[str, dict[str, Any]], args: tuple, workers: int,
@@ -131,16 +133,8 @@ def _run_parallel(missing: dict[str, dict[str, Any]], args: tuple, workers: int,
                                f"{type(exc).__name__}: {exc}") from exc
 
 
-def _check_device(device: str) -> None:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"bad device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available here; "
-                         f"use device 'cpu' (slow at paper scale)")
-
-
 def _describe(config: dict[str, Any]) -> str:
-    return (f"{config['model']} at {config['input_size']}, regime {config['regime']}, "
-            f"seed {config['seed']}")
+    d = config["data"]
+    regime = f", regime {d['regime']}" if d["regime"] != "none" else ""
+    return (f"{config['model']['name']} at {d['input_size']} on {d['dataset']}{regime}, "
+            f"seed {config['train']['seed']}")

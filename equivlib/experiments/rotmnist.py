@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from equivlib.data import INPUT_SIZES
+from equivlib.engine.config import RunConfig
 from equivlib.exactness import trace
+from equivlib.experiments.protocols import paper_config
 from equivlib.models import get_model
-from equivlib.train import make_config
 
 MNIST_MODELS = ("p4_mnist_cnn", "z2_mnist_cnn")
+INPUT_SIZES = (27, 28, 29)
 REGIME_NAMES = ("none", "biased", "uniform")
 
 
@@ -109,12 +110,40 @@ def _unique(specs: list, what: str) -> list:
     return specs
 
 
+def rotmnist_config(model: str = "p4_mnist_cnn", input_size: int = 28, *,
+                    regime: str = "none", sigma: float = 0.0, mu: float = 45.0, seed: int = 0,
+                    epochs: int = 50, batch_size: int = 256, lr: float = 0.01,
+                    weight_decay: float = 1e-5, lr_step: int = 10, dropout: float = 0.3,
+                    channels: int | None = None, sizes: Sequence[int] = (3000, 1000, 1000),
+                    source: str = "embedded", split_seed: int = 0,
+                    angles: Sequence[float] | None = None) -> RunConfig:
+    """One RotMNIST run (DESIGN §7): the paper's protocol with these settings. Notebooks
+    04/05 and ``python -m equivlib train --dataset mnist`` build their configs here, so the
+    same settings give the same results-store key."""
+    if input_size not in INPUT_SIZES:
+        raise ValueError(f"RotMNIST input_size must be one of {INPUT_SIZES}, got {input_size!r}")
+    kwargs: dict[str, Any] = {"dropout": dropout}
+    if channels is not None:
+        kwargs["channels"] = channels
+    test = {} if angles is None else {"angles": [float(a) for a in angles]}
+    return paper_config(
+        "mnist", model, input_size,
+        data={"options": {"source": source, "sizes": [int(s) for s in sizes],
+                          "split_seed": split_seed},
+              "regime": regime, "mu": mu, "sigma": sigma},
+        model={"kwargs": kwargs},
+        optim={"lr": lr, "weight_decay": weight_decay},
+        schedule={"kwargs": {"step_size": lr_step, "gamma": 0.5}},
+        train={"seed": seed, "epochs": epochs, "batch_size": batch_size},
+        test=test)
+
+
 def experiment_configs(models: Sequence[ModelSpec], regimes: Sequence[RegimeSpec],
                        seeds: int, *, epochs: int, batch_size: int, lr: float,
                        weight_decay: float, lr_step: int, dropout: float,
                        sizes: Sequence[int], angle_step: float, mu: float = 45.0,
                        source: str = "embedded", split_seed: int = 0,
-                       ) -> list[dict[str, Any]]:
+                       ) -> list[RunConfig]:
     """One validated training config per (model, regime, seed), in that nested order."""
     if seeds < 1 or epochs < 1 or lr_step < 1:
         raise ValueError(f"seeds, epochs and lr_step must be >= 1, got {seeds}, {epochs}, "
@@ -124,22 +153,29 @@ def experiment_configs(models: Sequence[ModelSpec], regimes: Sequence[RegimeSpec
     if len(sizes) != 3:
         raise ValueError(f"sizes must be 3 numbers (train, valid, test), got {sizes}")
     angles = [float(a) for a in np.arange(0.0, 360.0, angle_step)]
-    configs = []
-    for m, r, seed in itertools.product(models, regimes, range(seeds)):
-        configs.append(make_config(
-            model=m.model, model_kwargs={"dropout": dropout}, input_size=m.input_size,
-            regime=r.regime, mu=mu, sigma=r.sigma if r.sigma is not None else 0.0,
-            seed=seed, epochs=epochs, batch_size=batch_size,
-            optimizer_kwargs={"lr": lr, "weight_decay": weight_decay},
-            scheduler_kwargs={"step_size": lr_step, "gamma": 0.5}, source=source,
-            sizes=list(sizes), split_seed=split_seed, test_angles=angles))
-    return configs
+    return [rotmnist_config(m.model, m.input_size, regime=r.regime,
+                            sigma=r.sigma if r.sigma is not None else 0.0, mu=mu, seed=seed,
+                            epochs=epochs, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, lr_step=lr_step, dropout=dropout,
+                            sizes=sizes, source=source, split_seed=split_seed, angles=angles)
+            for m, r, seed in itertools.product(models, regimes, range(seeds))]
 
 
-def run_labels(config: dict[str, Any]) -> tuple[str, str]:
+def configs_from_params(params: dict[str, Any]) -> list[RunConfig]:
+    """The grid of notebooks 04/05 from their parameters (as papermill injects them)."""
+    return experiment_configs(
+        parse_models(params["models"]), parse_regimes(params["regimes"]), params["seeds"],
+        epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"],
+        weight_decay=params["weight_decay"], lr_step=params["lr_step"],
+        dropout=params["dropout"], sizes=[int(s) for s in str(params["sizes"]).split(",")],
+        angle_step=params["angle_step"], source=params["source"])
+
+
+def run_labels(config: dict[str, Any] | RunConfig) -> tuple[str, str]:
     """(model label, regime label) of a run's config, e.g. ("P4-27", "biased σ=20°")."""
-    model = ModelSpec(config["model"], config["input_size"]).label
-    regime = RegimeSpec(config["regime"], config["sigma"] if config["regime"] == "biased"
+    c = RunConfig.from_dict(config)
+    model = ModelSpec(c.model.name, c.data.input_size).label
+    regime = RegimeSpec(c.data.regime, c.data.sigma if c.data.regime == "biased"
                         else None).label
     return model, regime
 
@@ -150,8 +186,9 @@ def accuracy_table(configs: Sequence[dict[str, Any]],
     rows = []
     for c, m in zip(configs, metrics, strict=True):
         model, regime = run_labels(c)
+        seed = RunConfig.from_dict(c).train.seed
         for angle, acc in m["test_acc"].items():
-            rows.append({"model": model, "regime": regime, "seed": c["seed"],
+            rows.append({"model": model, "regime": regime, "seed": seed,
                          "angle": float(angle), "accuracy": float(acc)})
     return pd.DataFrame(rows)
 

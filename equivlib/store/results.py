@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from equivlib.atomic import atomic_write_bytes
+from equivlib.store.atomic import atomic_write_bytes
 
 DEFAULT_ROOT = Path("results")
 _FIELDS = ("key", "config", "metrics", "complete")

@@ -3,13 +3,16 @@ import json
 import pytest
 import torch
 
-from equivlib import grid
 from equivlib.data import DatasetMissingError
-from equivlib.results import result_path
-from equivlib.train import make_config
+from equivlib.engine import grid
+from equivlib.experiments.rotmnist import rotmnist_config
+from equivlib.store.results import result_path
 
-TINY = dict(model="p4_mnist_cnn", model_kwargs={"channels": 2}, input_size=28, epochs=1,
-            batch_size=64, sizes=[128, 32, 32], test_angles=[0.0, 90.0])
+TINY = dict(channels=2, epochs=1, batch_size=64, sizes=[128, 32, 32], angles=[0.0, 90.0])
+
+
+def make_config(input_size=28, **kw):
+    return rotmnist_config("p4_mnist_cnn", input_size, **{**TINY, **kw})
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +22,8 @@ def _env(monkeypatch):
 
 
 def _configs():
-    return [make_config(**TINY, seed=0), make_config(**{**TINY, "input_size": 27}, seed=1),
-            make_config(**TINY, seed=0, regime="biased")]
+    return [make_config(seed=0), make_config(27, seed=1),
+            make_config(seed=0, regime="biased", sigma=20.0)]
 
 
 def _strip(metrics):
@@ -41,7 +44,7 @@ def test_parallel_equals_in_process_and_is_reused(tmp_path):
 def test_corrupt_result_is_trained_again(tmp_path):
     config = _configs()[0]
     first = grid.run_grid([config], tmp_path, tmp_path / "ck")
-    path = result_path(config, tmp_path)
+    path = result_path(config.to_dict(), tmp_path)
     path.write_text(path.read_text()[:50])  # a half-written file
     with pytest.warns(RuntimeWarning, match="invalid result"):
         second = grid.run_grid([config], tmp_path, tmp_path / "ck2")
@@ -54,8 +57,8 @@ def test_failure_keeps_finished_runs(tmp_path, monkeypatch):
     calls = []
 
     def flaky(config, *args, **kwargs):
-        calls.append(config["seed"])
-        if config["seed"] == 1:
+        calls.append(config.train.seed)
+        if config.train.seed == 1:
             raise RuntimeError("boom")
         return real(config, *args, **kwargs)
 
@@ -63,8 +66,8 @@ def test_failure_keeps_finished_runs(tmp_path, monkeypatch):
     with pytest.raises(grid.GridRunError, match="P4|p4_mnist_cnn at 27.*boom"):
         grid.run_grid(_configs(), tmp_path, tmp_path / "ck")
     assert calls == [0, 1]
-    assert result_path(_configs()[0], tmp_path).exists()
-    assert not result_path(_configs()[1], tmp_path).exists()
+    assert result_path(_configs()[0].to_dict(), tmp_path).exists()
+    assert not result_path(_configs()[1].to_dict(), tmp_path).exists()
 
 
 def test_bad_input_raises_before_work(tmp_path):
@@ -76,8 +79,10 @@ def test_bad_input_raises_before_work(tmp_path):
         with pytest.raises(ValueError, match="no CUDA GPU"):
             grid.run_grid(_configs(), tmp_path, device="cuda")
     with pytest.raises(ValueError, match="regime"):
-        grid.run_grid([{**TINY, "regime": "sideways"}], tmp_path)
+        grid.run_grid([{"data": {"regime": "sideways"}}], tmp_path)
+    with pytest.raises(ValueError, match="unknown key"):
+        grid.run_grid([{"train": {"epoch": 3}}], tmp_path)
     with pytest.raises(DatasetMissingError):
-        grid.run_grid([make_config(**TINY, source="torchvision")], tmp_path,
+        grid.run_grid([make_config(source="torchvision")], tmp_path,
                       data_dir=tmp_path / "none")
     assert list(tmp_path.iterdir()) == []

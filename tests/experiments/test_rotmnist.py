@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad
 
-from equivlib.results import config_hash
-from equivlib.rotmnist import (
+from equivlib.experiments.rotmnist import (
     ModelSpec,
     RegimeSpec,
     accuracy_table,
@@ -55,14 +54,17 @@ def test_experiment_configs_order_and_keys():
     models = parse_models("p4_mnist_cnn@28,z2_mnist_cnn@28")
     regimes = parse_regimes("none,biased:20")
     configs = experiment_configs(models, regimes, 3, **TRAINING)
-    assert len(configs) == 12 and len({config_hash(c) for c in configs}) == 12
-    assert [c["seed"] for c in configs[:3]] == [0, 1, 2]
-    assert configs[3]["regime"] == "biased" and configs[3]["sigma"] == 20.0
-    assert configs[0]["test_angles"] == [0.0, 90.0, 180.0, 270.0]
-    assert configs[0]["scheduler_kwargs"] == {"step_size": 10, "gamma": 0.5}
-    assert configs[0]["model_kwargs"] == {"dropout": 0.0}
+    assert len(configs) == 12 and len({c.key() for c in configs}) == 12
+    assert [c.train.seed for c in configs[:3]] == [0, 1, 2]
+    assert configs[3].data.regime == "biased" and configs[3].data.sigma == 20.0
+    assert configs[0].data.sigma == 0.0  # upright: sigma means nothing, one key
+    assert configs[0].test.angles == [0.0, 90.0, 180.0, 270.0]
+    assert configs[0].schedule.kwargs == {"step_size": 10, "gamma": 0.5}
+    assert configs[0].schedule.name == "step" and configs[0].optim.name == "adam"
+    assert configs[0].model.kwargs == {"dropout": 0.0}
+    assert configs[0].train.select == "best_valid"
     again = experiment_configs(models, regimes, 3, **TRAINING)
-    assert [config_hash(c) for c in again] == [config_hash(c) for c in configs]
+    assert [c.key() for c in again] == [c.key() for c in configs]
     with pytest.raises(ValueError, match="angle_step"):
         experiment_configs(models, regimes, 1, **{**TRAINING, "angle_step": 7.0})
     with pytest.raises(ValueError, match="seeds"):
@@ -76,8 +78,9 @@ def _fake(seeds=3):
     rng = np.random.default_rng(0)
     metrics = []
     for c in configs:
-        base = 0.9 if c["input_size"] == 28 else 0.8
-        accs = {"0.0": base + 0.01 * c["seed"], "90.0": base - 0.1 * (c["input_size"] != 28),
+        size, seed = c.data.input_size, c.train.seed
+        base = 0.9 if size == 28 else 0.8
+        accs = {"0.0": base + 0.01 * seed, "90.0": base - 0.1 * (size != 28),
                 "180.0": base + rng.normal(0, 0.01), "270.0": base}
         metrics.append({"test_acc": accs})
     return configs, metrics
@@ -130,7 +133,7 @@ def test_training_angle_density_is_a_density(regime):
 
 
 def test_latex_table():
-    from equivlib.rotmnist import latex_table
+    from equivlib.experiments.rotmnist import latex_table
     summary = summary_table(accuracy_table(*_fake()))
     tex = latex_table(summary, caption="cap")
     assert tex.count(r"\\") == 1 + len(summary)
@@ -143,13 +146,14 @@ def test_latex_table():
 @pytest.mark.parametrize("regime, extra", [("none", []), ("biased:40", ["--sigma", "40"]),
                                            ("uniform", ["--sigma", "20"])])
 def test_cli_and_notebook_configs_share_the_results_store_key(regime, extra):
-    from equivlib.train import build_parser, config_from_args
+    from equivlib.__main__ import build_parser
+    from equivlib.engine.cli import config_from_args
     spec = parse_regimes(regime)[0]
     (nb_config,) = experiment_configs(
         parse_models("p4_mnist_cnn@27"), [spec], 1, epochs=50, batch_size=256, lr=0.01,
         weight_decay=1e-5, lr_step=10, dropout=0.3, sizes=[8000, 2000, 10000],
         angle_step=10.0, source="torchvision")
     args = build_parser().parse_args(
-        ["--model", "p4_mnist_cnn", "--input-size", "27", "--regime", spec.regime, *extra,
+        ["train", "--model", "p4_mnist_cnn", "--input-size", "27", "--regime", spec.regime, *extra,
          "--seed", "0", "--source", "torchvision", "--sizes", "8000", "2000", "10000"])
-    assert config_hash(config_from_args(args)) == config_hash(nb_config)
+    assert config_from_args(args).key() == nb_config.key()

