@@ -203,7 +203,8 @@ class TFRecordImages(IterableDataset):
         return state
 
     def rank_world(self) -> tuple[int, int]:
-        """``(rank, world_size)`` of this process's node in the split."""
+        """``(rank, world_size)`` of the split: the constructor's, else torch.distributed's
+        (this process's or, in a spawned worker, its parent's), else ``(0, 1)``."""
         if self.rank is not None and self.world_size is not None:
             return self.rank, self.world_size
         return _distributed_rank_world() or self._parent_rank_world or (0, 1)
@@ -265,8 +266,8 @@ def write_tfrecord_shards(directory: str | os.PathLike, images: np.ndarray,
                           labels: Sequence[int] | np.ndarray, num_shards: int,
                           prefix: str = "train") -> list[Path]:
     """Write ``uint8`` images ``(N, H, W, 3)`` with 0-based ``labels`` as ``num_shards``
-    TFRecord files ``{prefix}-00000-of-0000{num_shards}`` in ``directory`` (consecutive
-    images per file; JPEG quality 95, 1-based labels, the features of TensorFlow's ImageNet
+    TFRecord files ``{prefix}-00000-of-00004``, ... in ``directory`` (consecutive images per
+    file; JPEG quality 95, 1-based labels, the features of TensorFlow's ImageNet
     conversion script). Returns the paths in order."""
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int64)

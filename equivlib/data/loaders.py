@@ -74,7 +74,10 @@ class TransformedIterable(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         info = torch.utils.data.get_worker_info()
         stream = 0 if info is None else info.id
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if hasattr(self.base, "rank_world"):  # survives pickling into spawned workers
+            rank = self.base.rank_world()[0]
+        else:
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         stream += 1000 * rank
         for k, (image, label) in enumerate(self.base):
             gen = None
@@ -102,11 +105,18 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def _context(dataset: Dataset, workers: int) -> str | None:
+    # TensorFlow-backed iterable datasets are not fork-safe once TF ran in the parent
+    return "forkserver" if workers and isinstance(dataset, IterableDataset) else None
+
+
 def train_loader(dataset: Dataset, batch_size: int, seed: int, *, rank: int = 0,
                  world_size: int = 1, workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Shuffled batches of ``batch_size // world_size`` per process. Call
     :func:`set_epoch` before each epoch: the order is a pure function of (seed, epoch), and
-    the union of the processes' t-th batches is the single-process t-th batch."""
+    when ``len(dataset)`` is divisible by ``world_size`` the union of the processes' t-th
+    batches is the single-process t-th batch (otherwise DistributedSampler repeats up to
+    ``world_size - 1`` images to even out the processes)."""
     if batch_size % world_size:
         raise ValueError(f"global batch size {batch_size} is not divisible by the "
                          f"{world_size} processes")
@@ -117,6 +127,7 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, *, rank: int = 0,
                                      seed=seed, drop_last=False)
     return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
                       worker_init_fn=_worker_init if workers else None,
+                      multiprocessing_context=_context(dataset, workers),
                       pin_memory=pin_memory, persistent_workers=False)
 
 
@@ -127,7 +138,8 @@ def eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world_size:
     if not isinstance(dataset, IterableDataset):
         sampler = ShardSampler(len(dataset), rank, world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      worker_init_fn=_worker_init if workers else None, pin_memory=pin_memory)
+                      worker_init_fn=_worker_init if workers else None,
+                      multiprocessing_context=_context(dataset, workers), pin_memory=pin_memory)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

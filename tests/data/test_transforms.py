@@ -453,15 +453,18 @@ def test_protocol_crop_bounds(monkeypatch, protocol, scale, ratio):
     assert min(aspects) < ratio[0] * 1.05 and max(aspects) > ratio[1] / 1.05
 
 
-def test_random_resized_crop_fallback_is_central(monkeypatch):
-    """A 100x200 image cannot hold a full-area crop of aspect <= 4/3: after 10 tries, the
-    largest central crop of aspect 4/3 (100 x 133)."""
+@pytest.mark.parametrize(("hw", "window"), [((100, 200), (0, 100, 33, 166)),
+                                            ((200, 100), (33, 166, 0, 100))])
+def test_random_resized_crop_fallback_is_central(monkeypatch, hw, window):
+    """A 100x200 (200x100) image cannot hold a full-area crop of aspect within [3/4, 4/3]:
+    after 10 tries, the largest central crop of aspect 4/3 (3/4), i.e. 100 x 133 (133 x 100)."""
     crops = _spy_resize(monkeypatch)
-    ramp = _ramp(100, 200)
+    ramp = _ramp(*hw)
     random_resized_crop(ramp, 32, _gen(0), scale=(1.0, 1.0))
     (crop,) = crops
-    assert crop.shape[-2:] == (100, 133)
-    assert torch.equal(crop, ramp[:, :, 33:166])
+    top, bottom, left, right = window
+    assert crop.shape[-2:] == (bottom - top, right - left)
+    assert torch.equal(crop, ramp[:, top:bottom, left:right])
 
 
 @pytest.mark.parametrize("size", [32, 33, 64])
