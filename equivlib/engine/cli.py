@@ -212,8 +212,23 @@ def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="runs at once (default: profile's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--device", default=None, help="torch device (default: profile's)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="train only the K-th of N disjoint parts of the grid (1 <= K <= N), "
+                        "e.g. K=$SLURM_ARRAY_TASK_ID; shards share the results store")
     p.add_argument("--list", action="store_true", help="list the runs and exit")
     return p
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with 1 <= K <= N."""
+    k, slash, n = text.partition("/")
+    try:
+        index, count = int(k), int(n)
+    except ValueError:
+        index = count = 0
+    if not slash or not 1 <= index <= count:
+        raise CliError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 3/8")
+    return index, count
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
@@ -233,7 +248,8 @@ def notebook_parameters(notebook: Path) -> dict[str, Any]:
 
 
 def grid_command(a: argparse.Namespace) -> int:
-    from equivlib.engine.grid import run_grid
+    from equivlib.engine.config import RunConfig
+    from equivlib.engine.grid import run_grid, shard
     from equivlib.experiments.rotmnist import run_labels
 
     builders = _grid_builders()
@@ -254,10 +270,13 @@ def grid_command(a: argparse.Namespace) -> int:
     for flag in ("workers", "threads", "device"):
         if getattr(a, flag) is not None:
             params[flag] = getattr(a, flag)
+    part = parse_shard(a.shard) if a.shard is not None else None
     try:
         configs = builders[a.notebook](params)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if part is not None:
+        configs = shard(configs, *part)
     # the notebook's directories are relative to notebooks/, where papermill runs it
     base = root / "notebooks"
     results_dir = base / params["results_dir"]
@@ -267,16 +286,26 @@ def grid_command(a: argparse.Namespace) -> int:
             print(c.key(), *run_labels(c), f"seed {c.train.seed}")
         return 0
 
-    def report(config: Any, metrics: dict[str, Any], reused: bool) -> None:
+    def describe(config: Any) -> str:
         label, regime = run_labels(config)
-        print(f"{'reused ' if reused else 'trained'} {label:6s} {regime:14s} seed "
-              f"{config['train']['seed']}: mean accuracy {metrics['test_acc_mean']:.3f}",
-              flush=True)
+        return f"{RunConfig.from_dict(config).key()} {label:6s} {regime:14s} seed " \
+               f"{config['train']['seed']}"
 
+    def report(config: Any, metrics: dict[str, Any], reused: bool) -> None:
+        print(f"{'reused ' if reused else 'trained'} {describe(config)}: mean accuracy "
+              f"{metrics['test_acc_mean']:.3f}", flush=True)
+
+    def held(config: Any, holder: dict[str, Any] | None) -> None:
+        who = (f"{holder.get('host', '?')} pid {holder.get('pid', '?')} since "
+               f"{holder.get('since', '?')}" if holder else "another process")
+        print(f"waiting {describe(config)}: being trained by {who}", flush=True)
+
+    if part is not None:
+        print(f"shard {part[0]}/{part[1]}: {len(configs)} run(s)", flush=True)
     try:
         run_grid(configs, results_dir, checkpoint_dir, workers=params["workers"],
                  threads=params["threads"], data_dir=params.get("data_dir") or None,
-                 device=params["device"], on_done=report)
+                 device=params["device"], on_done=report, on_held=held)
     except (ValueError, DatasetMissingError) as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -1,6 +1,8 @@
 """Run a list of training configs through the results store: finished runs are reused,
 missing ones are trained (optionally in parallel worker processes) and stored one by one,
 so a grid that dies part-way loses at most the epochs since each run's last checkpoint.
+Processes sharing one store (the shards of a SLURM array, see :func:`shard`) claim each run
+before training it, so none is trained twice.
 
 Every run trains with ``threads`` torch threads, in-process or in a worker, so a result
 does not depend on how many runs share the machine.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -22,6 +25,7 @@ from equivlib.data.base import DatasetSplits
 from equivlib.data.registry import get_dataset
 from equivlib.engine.config import RunConfig
 from equivlib.engine.run import check_device, prepare, progress_enabled, run
+from equivlib.store.claims import STALE_AFTER_SECONDS, claimed, read_claim
 from equivlib.store.results import load_result
 
 
@@ -35,31 +39,56 @@ def _cached_data(dataset: str, options_json: str, data_dir: str | None) -> Datas
 
 
 def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
-               data_dir: str | None, threads: int, device: str) -> dict[str, Any]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        c = RunConfig.from_dict(config)
-        data = _cached_data(c.data.dataset, json.dumps(c.data.options, sort_keys=True),
-                            data_dir)
-        return run(c, data, checkpoint_dir=Path(checkpoint_root) / c.key(),
-                   results_dir=results_dir, device=device)
-    finally:
-        torch.set_num_threads(previous)
+               data_dir: str | None, threads: int, device: str,
+               stale_after: float) -> tuple[str, Any]:
+    """``("trained" | "reused", metrics)``, or ``("held", holder)`` when another process
+    has claimed the run."""
+    c = RunConfig.from_dict(config)
+    key = c.key()
+    with claimed(results_dir, key, stale_after=stale_after) as mine:
+        stored = load_result(config, results_dir)  # finished by another process meanwhile?
+        if stored is not None:
+            return "reused", stored["metrics"]
+        if not mine:
+            return "held", read_claim(results_dir, key)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            data = _cached_data(c.data.dataset, json.dumps(c.data.options, sort_keys=True),
+                                data_dir)
+            return "trained", run(c, data, checkpoint_dir=Path(checkpoint_root) / key,
+                                  results_dir=results_dir, device=device)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def shard(configs: Sequence[Any], index: int, count: int) -> list[Any]:
+    """Part ``index`` (1-based) of ``count`` disjoint parts of ``configs``: every
+    ``count``-th config from position ``index - 1``, so parts differ in size by at most one
+    and together hold every config once (one part per job of a SLURM array)."""
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: need 1 <= K <= N")
+    return list(configs[index - 1::count])
 
 
 def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | Path,
              checkpoint_root: str | Path = "checkpoints", *, workers: int = 1,
              threads: int = 1, data_dir: str | Path | None = None, device: str = "cpu",
              on_done: Callable[[dict[str, Any], dict[str, Any], bool], None] | None = None,
+             on_held: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+             poll_seconds: float = 5.0, stale_after: float = STALE_AFTER_SECONDS,
              ) -> list[dict[str, Any]]:
     """Metrics of every config, in order: stored ones reused, missing ones trained.
 
     ``workers`` > 1 trains that many runs at once in spawned processes, each with
     ``threads`` torch threads (``device``: see :func:`equivlib.engine.run.run`).
-    ``on_done(config, metrics, reused)`` is called as runs finish. All configs (and
-    torchvision data files) are checked before any work; a failed run raises
-    :class:`GridRunError` after the runs in flight have finished and been stored.
+    Each run is claimed in the results store before it trains (:mod:`equivlib.store.claims`),
+    so processes sharing the store (grid shards, two notebooks) never train a run twice: a
+    run another live process holds is waited for (checked every ``poll_seconds``; taken over
+    when its claim goes stale after ``stale_after`` s). ``on_done(config, metrics, reused)``
+    is called as runs finish, ``on_held(config, holder)`` once per run found held elsewhere.
+    All configs (and torchvision data files) are checked before any work; a failed run
+    raises :class:`GridRunError` after the runs in flight have finished and been stored.
     """
     if workers < 1 or threads < 1:
         raise ValueError(f"workers and threads must be >= 1, got {workers}, {threads}")
@@ -84,30 +113,56 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
         if key in results and on_done is not None:
             on_done(c, results[key], True)
 
-    def finish(key: str, metrics: dict[str, Any]) -> None:
+    def finish(key: str, outcome: tuple[str, Any]) -> None:
+        status, metrics = outcome
         results[key] = metrics
         bar.update(1)
         if on_done is not None:
-            on_done(missing[key], metrics, False)
+            on_done(missing[key], metrics, status == "reused")
 
-    args = (str(results_dir), str(checkpoint_root), data_dir, threads, device)
+    args = (str(results_dir), str(checkpoint_root), data_dir, threads, device, stale_after)
+    pending, told = dict(missing), set()
     try:
-        if workers == 1 or len(missing) <= 1:
-            for key, c in missing.items():
-                try:
-                    finish(key, _train_one(c, *args))
-                except Exception as exc:
-                    raise GridRunError(f"run {key} ({_describe(c)}) failed: "
-                                       f"{type(exc).__name__}: {exc}") from exc
-        else:
-            _run_parallel(missing, args, workers, finish)
+        while pending:
+            held = _execute(pending, args, workers, finish)
+            for key, holder in held.items():
+                if key not in told and on_held is not None:
+                    on_held(missing[key], holder)
+                told.add(key)
+            pending = {k: missing[k] for k in held}
+            if pending:
+                time.sleep(poll_seconds)
     finally:
         bar.close()
     return [results[k] for k in keys]
 
 
+def _execute(pending: dict[str, dict[str, Any]], args: tuple, workers: int,
+             finish: Callable[[str, tuple[str, Any]], None]) -> dict[str, Any]:
+    """Train (or reuse) the pending runs; returns those held by other processes."""
+    held: dict[str, Any] = {}
+
+    def outcome(key: str, result: tuple[str, Any]) -> None:
+        if result[0] == "held":
+            held[key] = result[1]
+        else:
+            finish(key, result)
+
+    if workers == 1 or len(pending) <= 1:
+        for key, c in pending.items():
+            try:
+                result = _train_one(c, *args)
+            except Exception as exc:
+                raise GridRunError(f"run {key} ({_describe(c)}) failed: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            outcome(key, result)
+    else:
+        _run_parallel(pending, args, workers, outcome)
+    return held
+
+
 def _run_parallel(missing: dict[str, dict[str, Any]], args: tuple, workers: int,
-                  finish: Callable[[str, dict[str, Any]], None]) -> None:
+                  finish: Callable[[str, tuple[str, Any]], None]) -> None:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
                              mp_context=context) as pool:

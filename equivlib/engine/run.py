@@ -3,7 +3,13 @@ every epoch, resume from the last one, test, and store the result.
 
 On the CPU a run is bit-reproducible at a fixed thread count, and a run stopped after any
 epoch and resumed ends with bit-identical metrics (the ``timing`` entry aside). On a GPU it
-is seeded but not bit-identical. Only rank 0 of a ``torchrun`` launch writes anything.
+is seeded but not bit-identical.
+
+Under ``torchrun`` the model is wrapped in DDP with synchronised batch norm, each process
+takes ``batch_size / world_size`` images of every global batch, and only rank 0 writes.
+With the same global batch, N processes see the same images (same augmentation) and train
+the same model as one process up to float32 summation order; dropout masks, though, are
+drawn per process, so with dropout the runs agree in distribution only.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from equivlib.engine.loop import (
     train_one_epoch,
 )
 from equivlib.engine.optim import build_optimizer, build_scheduler
+from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
 from equivlib.models import get_model
 from equivlib.store.results import load_result, save_result
 
@@ -189,7 +196,8 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     if channels_last:
         base_model = base_model.to(memory_format=torch.channels_last)
     model: nn.Module = base_model
-    if ctx.distributed:
+    if ctx.distributed:  # batch statistics over the global batch, as with one process
+        base_model = convert_sync_batchnorm(base_model)
         model = nn.parallel.DistributedDataParallel(
             base_model, device_ids=[dev.index] if dev.type == "cuda" else None)
     loader_kw = dict(rank=ctx.rank, world_size=ctx.world_size, workers=workers,
