@@ -110,13 +110,46 @@ def _context(dataset: Dataset, workers: int) -> str | None:
     return "forkserver" if workers and isinstance(dataset, IterableDataset) else None
 
 
+class FixedSteps:
+    """Exactly ``steps`` batches per pass over ``loader`` (a DataLoader of an iterable,
+    sharded dataset), restarting the stream if it ends first. DDP needs every process to
+    take the same number of steps, and the shards of a sharded stream (TFRecord files per
+    rank and worker) hold slightly different numbers of images; a short shard repeats its
+    first images to fill the epoch (in the same seeded order)."""
+
+    def __init__(self, loader: DataLoader, steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.loader, self.steps = loader, steps
+        self.dataset, self.sampler = loader.dataset, None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator:
+        taken = 0
+        while taken < self.steps:
+            before = taken
+            for batch in self.loader:
+                yield batch
+                taken += 1
+                if taken == self.steps:
+                    return
+            if taken == before:
+                raise RuntimeError("the training stream of this process is empty: fewer "
+                                   "shards (files) than processes x DataLoader workers?")
+
+
 def train_loader(dataset: Dataset, batch_size: int, seed: int, *, rank: int = 0,
-                 world_size: int = 1, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+                 world_size: int = 1, workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader | FixedSteps:
     """Shuffled batches of ``batch_size // world_size`` per process. Call
     :func:`set_epoch` before each epoch: the order is a pure function of (seed, epoch), and
     when ``len(dataset)`` is divisible by ``world_size`` the union of the processes' t-th
     batches is the single-process t-th batch (otherwise DistributedSampler repeats up to
-    ``world_size - 1`` images to even out the processes)."""
+    ``world_size - 1`` images to even out the processes). An iterable (sharded) dataset
+    gives ``len(dataset) // batch_size`` steps per epoch on every process
+    (:class:`FixedSteps`)."""
     if batch_size % world_size:
         raise ValueError(f"global batch size {batch_size} is not divisible by the "
                          f"{world_size} processes")
@@ -125,10 +158,13 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, *, rank: int = 0,
     if not isinstance(dataset, IterableDataset):
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                      seed=seed, drop_last=False)
-    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                      worker_init_fn=_worker_init if workers else None,
-                      multiprocessing_context=_context(dataset, workers),
-                      pin_memory=pin_memory, persistent_workers=False)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                        worker_init_fn=_worker_init if workers else None,
+                        multiprocessing_context=_context(dataset, workers),
+                        pin_memory=pin_memory, persistent_workers=False)
+    if isinstance(dataset, IterableDataset):
+        return FixedSteps(loader, max(1, len(dataset) // batch_size))
+    return loader
 
 
 def eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world_size: int = 1,
@@ -142,7 +178,7 @@ def eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world_size:
                       multiprocessing_context=_context(dataset, workers), pin_memory=pin_memory)
 
 
-def set_epoch(loader: DataLoader, epoch: int) -> None:
+def set_epoch(loader: DataLoader | FixedSteps, epoch: int) -> None:
     """Tell the loader's sampler and dataset which epoch comes next."""
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)

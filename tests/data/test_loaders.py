@@ -281,3 +281,49 @@ def test_array_dataset_rejects_bad_input():
         ArrayDataset(images, labels, channels=1)
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         ArrayDataset(images, labels[:2])
+
+
+class _UnevenShards(torch.utils.data.IterableDataset):
+    """20 images; over 2 ranks split unevenly (13 and 7), as TFRecord files can be."""
+
+    def __init__(self, rank: int, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return 20
+
+    def __iter__(self):
+        ids = range(20) if self.world == 1 else range(13) if self.rank == 0 else range(13, 20)
+        return iter((torch.full((1, 2, 2), float(i)), i) for i in ids)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_iterable_train_loader_gives_every_rank_the_same_steps(world):
+    """DDP needs equal step counts: len(dataset) // global batch on every rank; the short
+    shard restarts its stream rather than end the epoch early."""
+    steps = []
+    for rank in range(world):
+        loader = train_loader(_UnevenShards(rank, world), 4, seed=0, rank=rank,
+                              world_size=world)
+        set_epoch(loader, 0)
+        batches = list(loader)
+        assert len(loader) == len(batches) == 20 // 4
+        steps.append(len(batches))
+        labels = torch.cat([labels for _, labels in batches]).tolist()
+        if world == 1:
+            assert labels == list(range(20))
+        elif rank == 1:  # 7 images in batches of 2, then the stream restarts
+            assert labels == [13, 14, 15, 16, 17, 18, 19, 13, 14]
+        else:  # 13 images: 5 steps of 2; the last 3 are not used this epoch
+            assert labels == list(range(10))
+    assert len(set(steps)) == 1
+
+
+def test_empty_stream_is_an_error_not_a_hang():
+    class Empty(_UnevenShards):
+        def __iter__(self):
+            return iter(())
+
+    loader = train_loader(Empty(0), 4, seed=0)
+    with pytest.raises(RuntimeError, match="stream of this process is empty"):
+        list(loader)
