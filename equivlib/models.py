@@ -306,6 +306,7 @@ def get_model(name: str, num_classes: int | None = None, **config) -> nn.Module:
 
 
 _RESNET44 = dict(blocks=(7, 7, 7), strides=(1, 2, 2))
+_RESNET20 = dict(blocks=(3, 3, 3), strides=(1, 2, 2))  # the cpu profile's shallower twin
 _RESNET18 = dict(blocks=(2, 2, 2, 2), strides=(1, 2, 2, 2))
 
 
@@ -341,6 +342,33 @@ def p4m_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                  in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4M pre-activation ResNet-44, widths (12, 24, 48); exact at odd sizes such as 33, 97."""
     return _resnet("p4m", _RESNET44, 12, widths, num_classes=num_classes,
+                   in_channels=in_channels, coset_pool=coset_pool)
+
+
+@register_model("z2_resnet20")
+def z2_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
+                in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
+    """Z2 pre-activation ResNet-20 (ResNet-44 with 3 blocks per stage), widths (32, 64, 128);
+    ``coset_pool`` has no effect."""
+    return _resnet(None, _RESNET20, 32, widths, num_classes=num_classes,
+                   in_channels=in_channels, coset_pool=coset_pool)
+
+
+@register_model("p4_resnet20")
+def p4_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
+                in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
+    """P4 pre-activation ResNet-20 (3 blocks per stage), widths (16, 32, 64); exact at odd
+    sizes such as 33, like ResNet-44 (same strides)."""
+    return _resnet("p4", _RESNET20, 16, widths, num_classes=num_classes,
+                   in_channels=in_channels, coset_pool=coset_pool)
+
+
+@register_model("p4m_resnet20")
+def p4m_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
+                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
+    """P4M pre-activation ResNet-20 (3 blocks per stage), widths (12, 24, 48); exact at odd
+    sizes such as 33."""
+    return _resnet("p4m", _RESNET20, 12, widths, num_classes=num_classes,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 

@@ -38,23 +38,29 @@ def _images(rng, n):
 
 def _write_cifar10(root):
     """Five training batches and a test batch, labels cycling through the 10 classes."""
+    rng = np.random.default_rng(0)
+    train = [(_images(rng, N_TRAIN_BATCH), [(b + i) % 10 for i in range(N_TRAIN_BATCH)])
+             for b in range(1, 6)]
+    test = (_images(rng, N_TEST), [i % 10 for i in range(N_TEST)])
+    write_cifar10_batches(root, train, test)
+    xs, ys = zip(*train, strict=True)
+    return (np.concatenate(xs), np.concatenate(ys)), (test[0], np.asarray(test[1]))
+
+
+def write_cifar10_batches(root, train, test):
+    """CIFAR-10's files from 5 training batches and one test batch, each ``(rows, labels)``
+    with rows of 3072 uint8 (R plane, G plane, B plane)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    train = []
-    for b in range(1, 6):
-        data, labels = _images(rng, N_TRAIN_BATCH), [(b + i) % 10 for i in range(N_TRAIN_BATCH)]
+    for b, (data, labels) in enumerate(train, start=1):
         _dump(folder / f"data_batch_{b}", {
-            b"batch_label": b"training batch %d of 5" % b, b"labels": labels, b"data": data,
-            b"filenames": [b"img_%d_%d.png" % (b, i) for i in range(N_TRAIN_BATCH)]})
-        train.append((data, labels))
-    data, labels = _images(rng, N_TEST), [i % 10 for i in range(N_TEST)]
-    _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": labels,
-                                  b"data": data, b"filenames": [b"t.png"] * N_TEST})
-    _dump(folder / "batches.meta", {b"num_cases_per_batch": N_TRAIN_BATCH, b"num_vis": 3072,
+            b"batch_label": b"training batch %d of 5" % b, b"labels": list(labels),
+            b"data": data, b"filenames": [b"img_%d_%d.png" % (b, i) for i in range(len(data))]})
+    data, labels = test
+    _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": list(labels),
+                                  b"data": data, b"filenames": [b"t.png"] * len(data)})
+    _dump(folder / "batches.meta", {b"num_cases_per_batch": len(train[0][0]), b"num_vis": 3072,
                                     b"label_names": [b"class%d" % c for c in range(10)]})
-    xs, ys = zip(*train, strict=True)
-    return (np.concatenate(xs), np.concatenate(ys)), (data, np.asarray(labels))
 
 
 def _write_cifar100(root):

@@ -13,10 +13,11 @@ from equivlib.exactness import trace
 from equivlib.layers import GroupConv2d, LiftingConv2d
 from equivlib.models import get_model, list_models, register_model
 
-NAMES = ["z2_resnet44", "p4_resnet44", "p4m_resnet44", "z2_resnet18", "p4_resnet18",
+NAMES = ["z2_resnet44", "p4_resnet44", "p4m_resnet44", "z2_resnet20", "p4_resnet20",
+         "p4m_resnet20", "z2_resnet18", "p4_resnet18",
          "p4m_resnet18", "z2_mnist_cnn", "p4_mnist_cnn", "p4_single_layer"]
 EXACT_TOL, INEXACT_MIN = 1e-10, 1e-3
-SMALL = {"resnet44": [2, 4, 8], "resnet18": [2, 4, 4, 4]}  # same depth, fewer channels
+SMALL = {"resnet44": [2, 4, 8], "resnet20": [2, 4, 8], "resnet18": [2, 4, 4, 4]}  # same depth, fewer channels
 
 
 def small(name: str, **config) -> nn.Module:
@@ -94,6 +95,7 @@ def test_mnist_cnn_parameter_counts_match_the_paper(name, params):
 
 @pytest.mark.parametrize("name, widths", [
     ("z2_resnet44", [32, 64, 128]), ("p4_resnet44", [16, 32, 64]), ("p4m_resnet44", [12, 24, 48]),
+    ("z2_resnet20", [32, 64, 128]), ("p4_resnet20", [16, 32, 64]), ("p4m_resnet20", [12, 24, 48]),
     ("z2_resnet18", [64, 128, 256, 512]), ("p4_resnet18", [32, 64, 128, 256]),
     ("p4m_resnet18", [23, 46, 92, 184]),
 ])
@@ -122,6 +124,8 @@ def test_resnet_depth_and_strides(name):
 CASES = [  # (name, input size, exact?)
     ("p4_resnet44", 33, True), ("p4_resnet44", 32, False),
     ("p4m_resnet44", 33, True), ("p4m_resnet44", 32, False),
+    ("p4_resnet20", 33, True), ("p4_resnet20", 32, False),
+    ("p4m_resnet20", 33, True), ("p4m_resnet20", 32, False),
     ("p4_resnet18", 225, True), ("p4_resnet18", 224, False),
     ("p4m_resnet18", 225, True), ("p4m_resnet18", 224, False),
     ("p4_mnist_cnn", 28, True), ("p4_mnist_cnn", 27, False), ("p4_mnist_cnn", 29, False),

@@ -193,11 +193,30 @@ def train_command(a: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ grid
-def _grid_builders() -> dict[str, Any]:
-    from equivlib.experiments import rotmnist
+def _rotmnist_label(config: Any) -> str:
+    from equivlib.experiments.rotmnist import run_labels
 
-    return {"04_rotmnist_rotation": rotmnist.configs_from_params,
-            "05_rotmnist_statistics": rotmnist.configs_from_params}
+    label, regime = run_labels(config)
+    return f"{label:6s} {regime:14s}"
+
+
+def _classification_label(config: Any) -> str:
+    from equivlib.experiments.classification import run_row
+
+    r = run_row(config)
+    amount = (f"{r['train_images']} images" if r.get("train_images") is not None
+              else f"fraction {r['fraction']:g}")
+    return f"{r['model']:11s} {r['size']:3d} {r['dataset']:10s} augment {r['augment']:7s} " \
+           f"{amount}"
+
+
+def _grid_builders() -> dict[str, tuple[Any, Any]]:
+    """Notebook name -> (configs from its parameters, one-line label of a run)."""
+    from equivlib.experiments import classification, rotmnist
+
+    return {"04_rotmnist_rotation": (rotmnist.configs_from_params, _rotmnist_label),
+            "05_rotmnist_statistics": (rotmnist.configs_from_params, _rotmnist_label),
+            "06_classification": (classification.configs_from_params, _classification_label)}
 
 
 def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
@@ -250,8 +269,6 @@ def notebook_parameters(notebook: Path) -> dict[str, Any]:
 def grid_command(a: argparse.Namespace) -> int:
     from equivlib.engine.config import RunConfig
     from equivlib.engine.grid import run_grid, shard
-    from equivlib.experiments.rotmnist import run_labels
-
     builders = _grid_builders()
     if a.notebook not in builders:
         raise CliError(f"no grid for notebook {a.notebook!r}; known: {', '.join(builders)}")
@@ -272,7 +289,8 @@ def grid_command(a: argparse.Namespace) -> int:
             params[flag] = getattr(a, flag)
     part = parse_shard(a.shard) if a.shard is not None else None
     try:
-        configs = builders[a.notebook](params)
+        build, label = builders[a.notebook]
+        configs = build(params)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if part is not None:
@@ -283,12 +301,11 @@ def grid_command(a: argparse.Namespace) -> int:
     checkpoint_dir = base / params["checkpoint_dir"]
     if a.list:
         for c in configs:
-            print(c.key(), *run_labels(c), f"seed {c.train.seed}")
+            print(c.key(), label(c), f"seed {c.train.seed}")
         return 0
 
     def describe(config: Any) -> str:
-        label, regime = run_labels(config)
-        return f"{RunConfig.from_dict(config).key()} {label:6s} {regime:14s} seed " \
+        return f"{RunConfig.from_dict(config).key()} {label(config)} seed " \
                f"{config['train']['seed']}"
 
     def report(config: Any, metrics: dict[str, Any], reused: bool) -> None:
@@ -305,7 +322,8 @@ def grid_command(a: argparse.Namespace) -> int:
     try:
         run_grid(configs, results_dir, checkpoint_dir, workers=params["workers"],
                  threads=params["threads"], data_dir=params.get("data_dir") or None,
-                 device=params["device"], on_done=report, on_held=held)
+                 download=bool(params.get("download", False)), device=params["device"],
+                 on_done=report, on_held=held)
     except (ValueError, DatasetMissingError) as exc:
         raise CliError(str(exc)) from None
     return 0

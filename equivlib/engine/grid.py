@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from equivlib.data.base import DatasetSplits
-from equivlib.data.registry import get_dataset
+from equivlib.data.base import DatasetMissingError, DatasetSplits
+from equivlib.data.registry import check_dataset, get_dataset
 from equivlib.engine.config import RunConfig
 from equivlib.engine.run import check_device, prepare, progress_enabled, run
 from equivlib.store.claims import STALE_AFTER_SECONDS, claimed, read_claim
@@ -34,12 +34,36 @@ class GridRunError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_data(dataset: str, options_json: str, data_dir: str | None) -> DatasetSplits:
-    return get_dataset(dataset, data_dir, **json.loads(options_json))
+def _cached_data(dataset: str, options_json: str, data_dir: str | None,
+                 download: bool) -> DatasetSplits:
+    return get_dataset(dataset, data_dir, download, **json.loads(options_json))
+
+
+def check_data(configs: Sequence[RunConfig], data_dir: str | None = None,
+               download: bool = False) -> None:
+    """Check every dataset the configs need before any work: one
+    :class:`~equivlib.data.base.DatasetMissingError` that names each missing dataset."""
+    problems: dict[str, str] = {}
+    checked: set[tuple[str, str]] = set()
+    for c in configs:
+        key = (c.data.dataset, json.dumps(c.data.options, sort_keys=True))
+        if key in checked or c.data.dataset in problems:
+            continue
+        checked.add(key)
+        try:
+            check_dataset(c.data.dataset, data_dir, download, **c.data.options)
+        except DatasetMissingError as exc:
+            problems[c.data.dataset] = str(exc)
+    if len(problems) == 1:
+        raise DatasetMissingError(next(iter(problems.values())))
+    if problems:
+        raise DatasetMissingError(
+            f"{len(problems)} datasets are missing ({', '.join(problems)}):\n"
+            + "\n".join(f"- {text}" for text in problems.values()))
 
 
 def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
-               data_dir: str | None, threads: int, device: str,
+               data_dir: str | None, download: bool, threads: int, device: str,
                stale_after: float) -> tuple[str, Any]:
     """``("trained" | "reused", metrics)``, or ``("held", holder)`` when another process
     has claimed the run."""
@@ -55,7 +79,7 @@ def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
         torch.set_num_threads(threads)
         try:
             data = _cached_data(c.data.dataset, json.dumps(c.data.options, sort_keys=True),
-                                data_dir)
+                                data_dir, download)
             return "trained", run(c, data, checkpoint_dir=Path(checkpoint_root) / key,
                                   results_dir=results_dir, device=device)
         finally:
@@ -73,7 +97,8 @@ def shard(configs: Sequence[Any], index: int, count: int) -> list[Any]:
 
 def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | Path,
              checkpoint_root: str | Path = "checkpoints", *, workers: int = 1,
-             threads: int = 1, data_dir: str | Path | None = None, device: str = "cpu",
+             threads: int = 1, data_dir: str | Path | None = None, download: bool = False,
+             device: str = "cpu",
              on_done: Callable[[dict[str, Any], dict[str, Any], bool], None] | None = None,
              on_held: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
              poll_seconds: float = 5.0, stale_after: float = STALE_AFTER_SECONDS,
@@ -81,20 +106,25 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
     """Metrics of every config, in order: stored ones reused, missing ones trained.
 
     ``workers`` > 1 trains that many runs at once in spawned processes, each with
-    ``threads`` torch threads (``device``: see :func:`equivlib.engine.run.run`).
+    ``threads`` torch threads (``device``: see :func:`equivlib.engine.run.run`);
+    ``download`` lets torchvision fetch a missing dataset (paper profile only).
     Each run is claimed in the results store before it trains (:mod:`equivlib.store.claims`),
     so processes sharing the store (grid shards, two notebooks) never train a run twice: a
     run another live process holds is waited for (checked every ``poll_seconds``; taken over
     when its claim goes stale after ``stale_after`` s). ``on_done(config, metrics, reused)``
     is called as runs finish, ``on_held(config, holder)`` once per run found held elsewhere.
-    All configs (and torchvision data files) are checked before any work; a failed run
+    All configs and every dataset they need are checked before any work (one error names
+    each missing dataset, :func:`check_data`); a failed run
     raises :class:`GridRunError` after the runs in flight have finished and been stored.
     """
     if workers < 1 or threads < 1:
         raise ValueError(f"workers and threads must be >= 1, got {workers}, {threads}")
     check_device(device)
     data_dir = None if data_dir in (None, "") else str(data_dir)
-    configs = [prepare(c, data_dir=data_dir, device=device).to_dict() for c in configs]
+    checked = [prepare(c, data_dir=data_dir, device=device, check_data=False)
+               for c in configs]
+    check_data(checked, data_dir, download)
+    configs = [c.to_dict() for c in checked]
     results: dict[str, dict[str, Any]] = {}
     missing: dict[str, dict[str, Any]] = {}
     for c in configs:
@@ -120,7 +150,8 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
         if on_done is not None:
             on_done(missing[key], metrics, status == "reused")
 
-    args = (str(results_dir), str(checkpoint_root), data_dir, threads, device, stale_after)
+    args = (str(results_dir), str(checkpoint_root), data_dir, download, threads, device,
+            stale_after)
     pending, told = dict(missing), set()
     try:
         while pending:

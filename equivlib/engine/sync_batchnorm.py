@@ -1,11 +1,9 @@
 """Batch norm whose training statistics span every process of a DDP run.
 
 PyTorch's ``nn.SyncBatchNorm`` refuses CPU tensors, so a gloo run (and the tests here)
-could not use it. These layers compute the statistics with two autograd-aware all-reduces
-(``torch.distributed._functional_collectives.all_reduce``, the successor PyTorch names
-for the deprecated ``torch.distributed.nn.functional.all_reduce``: the global mean, then
-the global sum of squared deviations), which work on gloo and NCCL alike; one code path on
-every device.
+could not use it. These layers compute the statistics with two differentiable
+all-reduces of ``dist.all_reduce`` (the global mean, then the global sum of squared
+deviations), which work on gloo and NCCL alike; one code path on every device.
 
 Exactness: :class:`SyncGroupBatchNorm` keeps :class:`~equivlib.layers.GroupBatchNorm`'s
 statistics per channel, shared over the group axis and the positions of a
@@ -15,18 +13,36 @@ the layer it replaces. With one process, or in ``eval()``, both layers are plain
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from equivlib.layers import GroupBatchNorm
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of each process's input is the sum of the incoming
+    gradients of every process (what ``torch.distributed.nn``'s deprecated all_reduce
+    did, kept here on the plain, long-stable ``dist.all_reduce``)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    """Sum over processes; differentiable (the gradient is the sum of the gradients)."""
-    return funcol.wait_tensor(funcol.all_reduce(t, "sum", dist.group.WORLD))
+    return _AllReduceSum.apply(t)
 
 
 def _syncing(bn: _BatchNorm) -> bool:
