@@ -14,10 +14,11 @@ from equivlib.layers import GroupConv2d, LiftingConv2d
 from equivlib.models import get_model, list_models, register_model
 
 NAMES = ["z2_resnet44", "p4_resnet44", "p4m_resnet44", "z2_resnet20", "p4_resnet20",
-         "p4m_resnet20", "z2_resnet18", "p4_resnet18",
-         "p4m_resnet18", "z2_mnist_cnn", "p4_mnist_cnn", "p4_single_layer"]
+         "p4m_resnet20", "z2_resnet18", "p4_resnet18", "p4m_resnet18", "z2_mnist_cnn",
+         "p4_mnist_cnn", "p4_single_layer"]
 EXACT_TOL, INEXACT_MIN = 1e-10, 1e-3
-SMALL = {"resnet44": [2, 4, 8], "resnet20": [2, 4, 8], "resnet18": [2, 4, 4, 4]}  # same depth, fewer channels
+# same depth, fewer channels
+SMALL = {"resnet44": [2, 4, 8], "resnet20": [2, 4, 8], "resnet18": [2, 4, 4, 4]}
 
 
 def small(name: str, **config) -> nn.Module:
