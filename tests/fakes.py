@@ -79,3 +79,15 @@ def _write_cifar100(root):
     return out
 
 
+def write_notebook(path, body: str) -> None:
+    """A notebook with a tagged parameters cell (``profile``, ``out_dir``) and one code cell
+    ``body``, for the rebuild driver's tests."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile: str = "smoke"  # p\nout_dir: str = "build"  # o')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)

@@ -8,7 +8,6 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
 
@@ -16,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import run_notebooks  # noqa: E402
+from fakes import write_notebook  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PROFILES = sorted((ROOT / "params").glob("*.yaml"))
@@ -93,25 +93,15 @@ def test_plan_injects_profile_and_keeps_order():
     assert jobs[0].parameters["profile"] == "cpu"
 
 
-def _write_notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile: str = "smoke"  # p\nout_dir: str = "build"  # o')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, path)
-
-
 def test_failing_notebook_keeps_old_figures_and_others_still_run(tmp_path, capsys):
     """A notebook that raises is reported, its old figure survives, the next one still runs."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "smoke.yaml").write_text("{}\n")
     write = "from pathlib import Path\nPath(out_dir, '{name}.csv').write_text('{text}')\n"
-    _write_notebook(tmp_path / "notebooks" / "01_broken.ipynb",
+    write_notebook(tmp_path / "notebooks" / "01_broken.ipynb",
                     write.format(name="01_broken", text="half") + "raise RuntimeError('boom')")
-    _write_notebook(tmp_path / "notebooks" / "02_fine.ipynb",
+    write_notebook(tmp_path / "notebooks" / "02_fine.ipynb",
                     write.format(name="02_fine", text="new"))
     figures = tmp_path / "figures"
     figures.mkdir()

@@ -15,12 +15,13 @@ import json
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from equivlib import progress
 from equivlib.data.base import DatasetMissingError, DatasetSplits
 from equivlib.data.registry import check_dataset, get_dataset
 from equivlib.engine.config import RunConfig
@@ -143,16 +144,26 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
         if key in results and on_done is not None:
             on_done(c, results[key], True)
 
+    counts = {"total": len(configs), "trained": 0, "reused": len(configs) - len(missing)}
+
+    def report(stage: str = "training", **extra: Any) -> None:
+        done = counts["trained"] + counts["reused"]
+        progress.emit(stage, **counts, done=done,
+                      running=min(workers, counts["total"] - done), **extra)
+
     def finish(key: str, outcome: tuple[str, Any]) -> None:
         status, metrics = outcome
         results[key] = metrics
+        counts["reused" if status == "reused" else "trained"] += 1
         bar.update(1)
+        report()
         if on_done is not None:
             on_done(missing[key], metrics, status == "reused")
 
     args = (str(results_dir), str(checkpoint_root), data_dir, download, threads, device,
             stale_after)
     pending, told = dict(missing), set()
+    report()
     try:
         while pending:
             held = _execute(pending, args, workers, finish)
@@ -162,6 +173,7 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
                 told.add(key)
             pending = {k: missing[k] for k in held}
             if pending:
+                report("waiting", held=len(pending))
                 time.sleep(poll_seconds)
     finally:
         bar.close()
@@ -201,7 +213,7 @@ def _run_parallel(missing: dict[str, dict[str, Any]], args: tuple, workers: int,
         pending = set(futures)
         failure: tuple[str, BaseException] | None = None
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)  # report as they end
             for future in done:
                 key = futures[future]
                 if future.cancelled():
