@@ -152,7 +152,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        code = main()
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # a torchrun process whose run is over (result written, process group destroyed):
+        # skip interpreter teardown, where gloo's threads can abort the process (SIGABRT,
+        # "terminate called without an active exception") and turn a finished run into a
+        # failed launch
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_helpers import exit_worker
 from torch.utils.data import TensorDataset
 
 from equivlib.data.loaders import set_epoch, train_loader
@@ -46,7 +47,7 @@ def _command(processes: int, workdir: Path) -> list[str]:
 def _train(processes: int, workdir: Path) -> dict:
     out = subprocess.run(_command(processes, workdir), env=ENV, capture_output=True,
                          text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     summaries = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1  # rank 0 alone reports (and writes)
     return _stored(workdir)
@@ -87,6 +88,8 @@ def _train_steps(rank: int, world: int, sync: bool, store: str, out: str) -> Non
     finally:
         if world > 1:
             dist.destroy_process_group()
+    if world > 1:
+        exit_worker()
 
 
 def _trained(tmp_path: Path, world: int, sync: bool = True) -> dict:

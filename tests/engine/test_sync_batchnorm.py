@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_helpers import exit_worker
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -109,6 +110,7 @@ def _worker(rank: int, kind: str, store: str, out: str) -> None:
         torch.save(got, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
+    exit_worker()
 
 
 @pytest.mark.parametrize("kind", ["z2", "p4", "p4m"])
