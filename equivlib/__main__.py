@@ -2,6 +2,7 @@
 
     python -m equivlib check p4_resnet44 --size 32
     python -m equivlib check torchvision.models:resnet18 --size 224 --group p4
+    python -m equivlib zoo resnet18 convnext_tiny --sizes 220-232
     python -m equivlib list
     python -m equivlib train --dataset cifar10 --model p4_resnet44 --input-size 33
     python -m equivlib grid --notebook 04_rotmnist_rotation --profile paper
@@ -108,6 +109,38 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
+def zoo(args: argparse.Namespace) -> int:
+    from equivlib.experiments import zoo as zoo_module
+
+    try:
+        sizes = zoo_module.parse_sizes(args.sizes)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+    known = set(zoo_module.torchvision_models())
+    names = args.models or sorted(known)
+    custom = [n for n in names if n not in known]
+    for name in custom:  # registry names and module:callable specs, checked before any work
+        load_model(name)
+
+    def build(name: str) -> nn.Module:
+        return zoo_module.build_on_meta(name) if name in known else load_model(name)[0]
+
+    if custom:  # a local builder cannot go to worker processes
+        cells, models = zoo_module.zoo_table(names, sizes, build=build)
+    else:
+        cells, models = zoo_module.zoo_table(names, sizes, workers=args.workers)
+    if len(cells):
+        print(zoo_module.format_wide(cells))
+    for row in models.itertuples():
+        if not row.built:
+            print(f"{row.model}: {row.note}")
+    print("\nE exact, . not exact, ? unknown (an op the tracer cannot judge), - n/a (the "
+          "model refuses the size); about the sampling grids, not the weights")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command: check, list, train, grid."""
     parser = argparse.ArgumentParser(prog="python -m equivlib", description=__doc__.split("\n")[0])
@@ -119,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=None, help="override inferred channels")
     p.add_argument("--depth", type=int, default=2, help="module depth shown in the error table")
     p.add_argument("--no-measure", action="store_true", help="trace only; skip the measurement")
+    zp = sub.add_parser("zoo", help="which input sizes keep a family of models exact",
+                        description="Trace models (torchvision names, registry names or "
+                                    "package.module:callable) at many input sizes on the meta "
+                                    "device: E exact, . not exact, ? unknown, - the model "
+                                    "refuses the size.")
+    zp.add_argument("models", nargs="*", help="default: every torchvision classification model")
+    zp.add_argument("--sizes", default="220-232,256,299,384,512", help="sizes and ranges")
+    zp.add_argument("--workers", type=int, default=1, help="processes tracing models")
     lp = sub.add_parser("list", help="list the registered models (and datasets)")
     lp.add_argument("what", nargs="?", default="models", choices=("models", "datasets"),
                     help="what to list")
@@ -135,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("train", "grid"):
         return run_command(args)
     try:
+        if args.command == "zoo":
+            return zoo(args)
         if args.command == "list":
             if args.what == "datasets":
                 from equivlib.data.registry import dataset_source, list_datasets

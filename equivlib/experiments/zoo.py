@@ -1,0 +1,280 @@
+"""Which well-known architectures are exact at which input sizes (notebook 09).
+
+Every torchvision classification model is built on the meta device (no weights, no memory)
+and traced with :func:`equivlib.exactness.trace` at each input size: exact (every
+subsampling grid symmetric under 90° rotations and flips), not exact (the first layer
+that breaks it is named), unknown (an op the tracer cannot judge, e.g. interpolation:
+never guessed) or n/a (the model refuses the size, e.g. a ViT built for 224). "Exact" is
+about the sampling grids: with equivariant weights (group convolutions, or D4-symmetric
+kernels as in :func:`symmetrize`) such a network is exactly invariant after global
+pooling; with ordinary trained weights it is not invariant at any size.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from equivlib.exactness import nearest_exact_size, trace
+
+COMMON_SIZES = (*range(220, 233), 256, 299, 384, 512)
+VERDICTS = ("exact", "not exact", "unknown", "n/a")
+_FAMILY_FIXES = {"wide": "wide_resnet", "resnext": "resnext", "mobilenet": "mobilenet",
+                 "efficientnet": "efficientnet", "regnet": "regnet", "vit": "vit",
+                 "swin": "swin", "maxvit": "maxvit", "shufflenet": "shufflenet"}
+
+
+def family(name: str) -> str:
+    """The architecture family of a torchvision model name (``resnet50`` -> ``resnet``,
+    ``efficientnet_v2_s`` -> ``efficientnet``, ``wide_resnet50_2`` -> ``wide_resnet``)."""
+    name = re.sub(r"^(z2|p4m?)_", "", name.rsplit(":", 1)[-1].lower())  # equivlib, custom
+    head = re.match(r"[a-z]+", name)
+    base = head.group(0) if head else name
+    return _FAMILY_FIXES.get(base, base)
+
+
+def torchvision_models() -> list[str]:
+    """The classification models of torchvision (``list_models(module=torchvision.models)``)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+@contextmanager
+def _tensors_to_meta() -> Iterator[None]:
+    """Move every parameter and buffer to the meta device as modules register them (for
+    builders that compute with real tensors, e.g. RegNet's block widths)."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, param)
+
+    def buffer(self: nn.Module, name: str, tensor: torch.Tensor | None,
+               persistent: bool = True) -> None:
+        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, \
+            register_buffer
+
+
+def build_on_meta(name: str) -> nn.Module:
+    """torchvision model ``name`` without weights, its parameters on the meta device."""
+    import torchvision
+
+    with warnings.catch_warnings():  # GoogLeNet / Inception: notes about future init defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            with torch.device("meta"):
+                return torchvision.models.get_model(name, weights=None)
+        except Exception:  # a builder that computes with tensors: meta parameters only
+            with _tensors_to_meta():
+                return torchvision.models.get_model(name, weights=None)
+
+
+def trace_cell(model: nn.Module, size: int) -> dict[str, str]:
+    """One cell of the table: ``verdict`` (see :data:`VERDICTS`), the first layer that
+    breaks exactness (or cannot be judged) and a short note."""
+    try:
+        report = trace(model, size)
+    except Exception as exc:  # the model refuses this size (fixed-size ViTs, too small)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {"verdict": "n/a", "layer": "", "note": reason[:160]}
+    verdict = {True: "exact", False: "not exact", None: "unknown"}[report.exact]
+    culprit = next((r for r in report.rows if r.exact is False), None) or \
+        next((r for r in report.rows if r.exact is None), None)
+    if culprit is None:
+        return {"verdict": verdict, "layer": "", "note": ""}
+    return {"verdict": verdict, "layer": culprit.module or "(model)",
+            "note": f"{culprit.op} k={culprit.kernel} s={culprit.stride} p={culprit.padding} "
+                    f"at {culprit.input_size[0]}" if culprit.exact is False
+            else culprit.note or culprit.op}
+
+
+def model_rows(name: str, sizes: Sequence[int], reference: int = 224,
+               build: Callable[[str], nn.Module] = build_on_meta,
+               ) -> tuple[list[dict], dict]:
+    """The table cells of one model at ``sizes`` and its summary row (family, the nearest
+    exact size to ``reference`` within 32 pixels, seconds, or why it could not be built)."""
+    tick = time.perf_counter()
+    try:
+        model = build(name)
+    except Exception as exc:
+        return [], {"model": name, "family": family(name), "built": False, "nearest": None,
+                    "seconds": 0.0, "note": f"cannot build: {exc}"[:200]}
+    cells = [{"model": name, "family": family(name), "size": size, **trace_cell(model, size)}
+             for size in sizes]
+    try:
+        nearest = nearest_exact_size(model, reference, max_distance=32)
+    except Exception:  # a model that refuses other sizes
+        nearest = None
+    return cells, {"model": name, "family": family(name), "built": True, "nearest": nearest,
+                   "seconds": time.perf_counter() - tick, "note": ""}
+
+
+def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
+              reference: int = 224, workers: int = 1,
+              build: Callable[[str], nn.Module] = build_on_meta,
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(cells, models)``: one row per model and size (verdict, first breaking layer, note)
+    and one row per model (:func:`model_rows`); ``workers`` > 1 traces models in that many
+    spawned processes."""
+    sizes = list(sizes)
+    if workers > 1 and len(names) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(model_rows, names, [sizes] * len(names),
+                                    [reference] * len(names), [build] * len(names)))
+    else:
+        results = [model_rows(name, sizes, reference, build) for name in names]
+    cells = [cell for model_cells, _ in results for cell in model_cells]
+    return pd.DataFrame(cells), pd.DataFrame([row for _, row in results])
+
+
+def wide(cells: pd.DataFrame) -> pd.DataFrame:
+    """Models x sizes, each cell the verdict; rows grouped by family."""
+    table = cells.pivot_table(index=["family", "model"], columns="size", values="verdict",
+                              aggfunc="first")
+    return table.sort_index()
+
+
+def family_summary(cells: pd.DataFrame, size: int = 224) -> pd.DataFrame:
+    """Per family at ``size``: how many models are exact, not exact, unknown, n/a."""
+    at = cells[cells["size"] == size]
+    counts = at.groupby(["family", "verdict"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=list(VERDICTS), fill_value=0)
+
+
+def breaking_ops(cells: pd.DataFrame, size: int = 224) -> pd.Series:
+    """What breaks exactness at ``size``: the count of first-breaking ops (conv2d,
+    max_pool2d, ...) over the models that are not exact there."""
+    broken = cells[(cells["size"] == size) & (cells.verdict == "not exact")]
+    return broken.note.str.split().str[0].value_counts()
+
+
+def plot_zoo(cells: pd.DataFrame):
+    """Models (rows, grouped by family) x input sizes (columns): green exact, magenta not
+    exact, grey unknown, white n/a."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from equivlib.plots import EXACT_COLOR, INEXACT_COLOR
+
+    table = wide(cells)
+    codes = table.replace({v: i for i, v in enumerate(VERDICTS)}).astype(float)
+    colours = [EXACT_COLOR, INEXACT_COLOR, "#bdbdbd", "#ffffff"]
+    n_rows, n_cols = codes.shape
+    fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_cols, 1.2 + 0.17 * n_rows))
+    ax.imshow(codes.to_numpy(), cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5,
+              aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n_cols))
+    ax.set_xticklabels([str(s) for s in codes.columns], rotation=90, fontsize=7)
+    ax.set_yticks(range(n_rows))
+    ax.set_yticklabels([m for _, m in codes.index], fontsize=6)
+    families = [f for f, _ in codes.index]
+    for i in range(1, n_rows):
+        if families[i] != families[i - 1]:
+            ax.axhline(i - 0.5, color="black", lw=0.6)
+    for j, s in enumerate(codes.columns):
+        if s == 224:
+            ax.axvline(j - 0.5, color="black", lw=0.8, ls=":")
+            ax.axvline(j + 0.5, color="black", lw=0.8, ls=":")
+    ax.set_xlabel("input size (square)")
+    ax.set_title("torchvision classification models: are the subsampling grids symmetric?",
+                 fontsize=9)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
+    ax.grid(which="minor", color="white", lw=0.4)
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="0.6", label=v)
+                        for c, v in zip(colours, VERDICTS, strict=True)],
+               loc="upper center", ncol=4, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    return fig
+
+
+# ------------------------------------------------------------------ measured check
+def symmetrize(model: nn.Module) -> nn.Module:
+    """Make every square conv kernel D4-symmetric (the mean of its 8 rotations and flips),
+    in place. With symmetric kernels, pointwise ops and global pooling, a network whose
+    sampling grids are all symmetric (trace: exact) has logits invariant to rotations."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                w = m.weight
+                if w.shape[-1] != w.shape[-2]:
+                    raise ValueError(f"{type(m).__name__} with a non-square kernel "
+                                     f"{tuple(w.shape[-2:])}: cannot be made D4-symmetric")
+                turns = [torch.rot90(w, k, (-2, -1)) for k in range(4)]
+                w.copy_(torch.stack(turns + [t.flip(-1) for t in turns]).mean(0))
+    return model
+
+
+def measured_check(names: Sequence[str], sizes_of: Callable[[str], Sequence[int]],
+                   seed: int = 0) -> pd.DataFrame:
+    """For each model and size: the largest relative change of the logits (float64, eval
+    mode, D4-symmetrised random weights) under a 90°, 180° or 270° rotation of the input,
+    beside the tracer's verdict. Only meaningful for models that pool globally before the
+    classifier (VGG and AlexNet flatten a 7x7 / 6x6 map: invariant at no size)."""
+    import torchvision
+
+    from equivlib.checks import equivariance_error
+
+    rows = []
+    for name in names:
+        torch.manual_seed(seed)
+        model = symmetrize(torchvision.models.get_model(name, weights=None).double()).eval()
+        for size in sizes_of(name):
+            x = torch.randn(1, 3, size, size, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                err = equivariance_error(model, x, "p4", output="invariant").max().item()
+            rows.append({"model": name, "size": size,
+                         "trace": trace_cell(model, size)["verdict"], "max_error": err})
+    return pd.DataFrame(rows)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"220-232,256,299"`` -> the sizes, ranges inclusive; positive and unique."""
+    sizes: list[int] = []
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        lo, dash, hi = part.partition("-")
+        try:
+            values = range(int(lo), int(hi) + 1) if dash else [int(part)]
+        except ValueError:
+            raise ValueError(f"sizes: bad entry {part!r}; expected e.g. 220-232,256") from None
+        sizes.extend(values)
+    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise ValueError(f"sizes: need distinct positive sizes, got {text!r}")
+    return sizes
+
+
+def format_wide(cells: pd.DataFrame) -> str:
+    """The models x sizes table as text: ``E`` exact, ``.`` not exact, ``?`` unknown,
+    ``-`` n/a."""
+    table = wide(cells).replace({"exact": "E", "not exact": ".", "unknown": "?", "n/a": "-"})
+    width = max(len(m) for _, m in table.index)
+    header = " " * (width + 2) + " ".join(f"{s:>3}"[-3:] for s in table.columns)
+    lines = [header]
+    for (_, model), row in table.iterrows():
+        lines.append(f"{model:<{width}}  " + " ".join(f"{v:>3}" for v in row))
+    return "\n".join(lines)
