@@ -269,6 +269,7 @@ def notebook_parameters(notebook: Path) -> dict[str, Any]:
 def grid_command(a: argparse.Namespace) -> int:
     from equivlib.engine.config import RunConfig
     from equivlib.engine.grid import run_grid, shard
+
     builders = _grid_builders()
     if a.notebook not in builders:
         raise CliError(f"no grid for notebook {a.notebook!r}; known: {', '.join(builders)}")
