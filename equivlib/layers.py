@@ -137,6 +137,20 @@ class _GroupConvBase(nn.Module):
     def _block_index(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """``Module.to(memory_format=torch.channels_last)`` converts every 4- and 5-D tensor,
+        and a 5-D tensor has no channels_last layout (PyTorch raises "required rank 4
+        tensor"). A group conv's 5-D weight ``(Cout, Cin, |G|, k, k)`` only feeds the gather
+        that builds the 4-D bank each call, so it passes through ``fn`` as a 4-D view and
+        comes back 5-D and contiguous: shapes, values and state dict unchanged, exactness
+        unaffected (the bank is the same)."""
+        def fn_5d_as_4d(t: torch.Tensor) -> torch.Tensor:
+            if t.dim() != 5:
+                return fn(t)
+            return fn(t.reshape(t.shape[0], -1, *t.shape[-2:])).contiguous().view(t.shape)
+
+        return super()._apply(fn_5d_as_4d, recurse)
+
     def _flat_index(self, block: torch.Tensor) -> torch.Tensor:
         """Index of the whole bank into the flattened weight, ordered (cout, h, cin, block)."""
         size = block.shape[1]

@@ -172,3 +172,34 @@ def test_trace_sees_the_same_grids_in_z2_models(name, exact_size, inexact_size):
     model = small(name)
     assert trace(model, exact_size).exact is True
     assert trace(model, inexact_size).exact is False
+
+
+# ---------------------------------------------------------------------------- channels_last
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_converts_every_model_and_computes_the_same(name):
+    """``model.to(memory_format=torch.channels_last)`` (what GPU users do) works on every
+    registered model, keeps the state dict's shapes, and computes what the NCHW model does."""
+    torch.manual_seed(0)
+    model = small(name).float()
+    converted = small(name).float()
+    converted.load_state_dict(model.state_dict())
+    converted = converted.to(memory_format=torch.channels_last)
+    assert {k: v.shape for k, v in converted.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+    size = 28 if "mnist" in name else 33
+    x = torch.randn(2, model.in_channels, size, size)
+    with torch.no_grad():
+        want = model(x)
+        got = converted(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, size, exact", [
+    ("p4_resnet44", 33, True), ("p4_resnet44", 32, False),
+    ("p4m_resnet20", 33, True), ("p4m_resnet20", 32, False)])
+def test_channels_last_keeps_exactness(name, size, exact):
+    model = small(name).to(memory_format=torch.channels_last)
+    x = torch.randn(1, model.in_channels, size, size, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last)
+    worst = equivariance_error(model, x, model.group, output="invariant").max().item()
+    assert worst <= EXACT_TOL if exact else worst >= INEXACT_MIN

@@ -114,6 +114,17 @@ def test_exact_model_gives_identical_quarter_turn_accuracies(tmp_path, cifar_dat
     assert len({exact[f"rot{q}"] for q in (0, 90, 180, 270)}) == 1
 
 
+def test_channels_last_run_of_a_group_model_matches_nchw(tmp_path, cifar_data):
+    """The ``channels_last`` run option on a P4 ResNet (5-D weights): it trains, it is still
+    exact, and it computes the NCHW run's numbers up to float32 summation order."""
+    config = _cifar_config(epochs=1)
+    plain = run(config, cifar_data, checkpoint_dir=tmp_path / "a")
+    last = run(config, cifar_data, checkpoint_dir=tmp_path / "b", channels_last=True)
+    assert len({last[f"rot{q}"] for q in (0, 90, 180, 270)}) == 1
+    assert last["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"],
+                                                             rel=1e-4)
+
+
 def test_checkpoint_contents_and_weights_only(tmp_path, mnist_data):
     config = rotmnist_config("p4_mnist_cnn", 28, **{**MNIST, "epochs": 1})
     metrics = run(config, mnist_data, checkpoint_dir=tmp_path)
