@@ -101,6 +101,11 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise CliError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out.setdefault(parts[0], {})
         for part in parts[1:-1]:
             node = node.setdefault(part, {})
@@ -160,7 +165,7 @@ def config_from_args(a: argparse.Namespace) -> Any:
 def train_command(a: argparse.Namespace) -> int:
     """Run (or reuse) one config; print a JSON summary on rank 0."""
     from equivlib.engine.distributed import init_distributed, shutdown_distributed
-    from equivlib.engine.run import prepare, run
+    from equivlib.engine.run import NonFiniteLoss, prepare, run
     from equivlib.store.results import load_result
 
     try:
@@ -181,6 +186,8 @@ def train_command(a: argparse.Namespace) -> int:
         metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,
                       data_dir=a.data_dir, download=a.download, device=device,
                       workers=a.workers, amp=a.amp, channels_last=a.channels_last, ctx=ctx)
+    except NonFiniteLoss as exc:
+        raise CliError(str(exc)) from None
     finally:
         shutdown_distributed()
     if ctx.is_main:

@@ -63,6 +63,10 @@ class StopTraining(RuntimeError):
     """Raised by the ``stop_after_epoch`` hook (simulates a killed run)."""
 
 
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite: the run stops and stores nothing."""
+
+
 def progress_enabled() -> bool:
     """Progress bars only on a terminal, and never with ``EQUIVLIB_PROGRESS=0``."""
     return os.environ.get("EQUIVLIB_PROGRESS", "1") != "0" and sys.stderr.isatty()
@@ -254,6 +258,13 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
             if scheduler is not None and not per_batch:
                 scheduler.step()
             train_seconds += time.perf_counter() - tick
+            if not math.isfinite(stats["train_loss"]):
+                kept = (f"the checkpoint of epoch {epoch} is kept (delete {ckpt_dir} to "
+                        f"start again)" if epoch else "no checkpoint was written")
+                raise NonFiniteLoss(
+                    f"run {key}: the training loss became {stats['train_loss']} in epoch "
+                    f"{epoch + 1} (lr {lr:g}); nothing was stored and {kept}. Lower the "
+                    f"learning rate (optim.lr) or check the data")
             entry = {"epoch": epoch + 1, **stats, "lr": lr}
             if valid_dl is not None:
                 entry["valid_acc"] = evaluate(model, valid_dl, **eval_kw)[1][0.0]

@@ -96,3 +96,20 @@ def test_grid_lists_the_notebook_runs(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 16 and all(len(line.split()[0]) == 16 for line in lines)
     assert main(["grid", "--notebook", "99_none", "--root", str(tmp_path)]) == 2
+
+
+def test_set_reads_exponent_numbers_as_numbers():
+    """YAML 1.1 reads 1e-3 (no dot) as a string; --set takes it as the number it is."""
+    args = build_parser().parse_args(["train", "--set", "optim.lr=1e-3",
+                                      "--set", "optim.name=sgd"])
+    config = config_from_args(args)
+    assert config.optim.lr == 1e-3 and config.optim.name == "sgd"
+
+
+def test_a_diverging_run_is_one_line_and_stores_nothing(tmp_path):
+    out = _cli("train", *TINY, "--set", "optim.name=sgd", "--set", "optim.lr=1e30",
+               "--set", "optim.momentum=0", "--results-dir", str(tmp_path / "r"),
+               "--checkpoint-dir", str(tmp_path / "ck"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "training loss became nan in epoch 1" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "r").exists()

@@ -13,7 +13,7 @@ from equivlib.data.mnist import load_raw, make_splits
 from equivlib.engine import checkpoint as checkpoint_module
 from equivlib.engine.checkpoint import load_checkpoint
 from equivlib.engine.config import RunConfig
-from equivlib.engine.run import StopTraining, progress_enabled, run
+from equivlib.engine.run import NonFiniteLoss, StopTraining, progress_enabled, run
 from equivlib.experiments.protocols import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config
 from equivlib.store.results import load_result
@@ -123,6 +123,15 @@ def test_channels_last_run_of_a_group_model_matches_nchw(tmp_path, cifar_data):
     assert len({last[f"rot{q}"] for q in (0, 90, 180, 270)}) == 1
     assert last["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"],
                                                              rel=1e-4)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_stores_nothing(tmp_path, mnist_data):
+    config = rotmnist_config("p4_mnist_cnn", 28, **MNIST).replace(
+        optim={"name": "sgd", "lr": 1e30, "momentum": 0.0})
+    with pytest.raises(NonFiniteLoss, match=r"loss became (nan|inf).*Lower the learning rate"):
+        run(config, mnist_data, checkpoint_dir=tmp_path / "ck", results_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
+    assert not (tmp_path / "ck" / "last.pt").exists()  # the diverged epoch is not saved
 
 
 def test_checkpoint_contents_and_weights_only(tmp_path, mnist_data):
