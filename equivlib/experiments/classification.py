@@ -363,3 +363,23 @@ def plot_seen_unseen(summary: pd.DataFrame):
                title_fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 0.9 if rows == 1 else 0.94))
     return fig
+
+
+def exactness_table(configs: Sequence[dict[str, Any] | RunConfig]) -> pd.DataFrame:
+    """One row per model and input size of the grid: ``exact`` (every subsampling layer
+    fits, from :func:`equivlib.exactness.trace`) and ``invariant`` (exact and coset-pooled)."""
+    rows = pd.DataFrame([run_row(c) for c in configs])
+    return rows.drop_duplicates(["model", "size"])[["model", "size", "exact", "invariant"]]
+
+
+def check_invariant_runs(runs: pd.DataFrame) -> str:
+    """Raise AssertionError unless every exactly invariant run has identical accuracies at
+    the four quarter turns (so unseen == seen); returns a one-line confirmation."""
+    quarter = ["rot0", "rot90", "rot180", "rot270"]
+    invariant = runs[runs.invariant]
+    spread = float((invariant[quarter].max(axis=1) - invariant[quarter].min(axis=1)).max()) \
+        if len(invariant) else 0.0
+    if spread != 0.0 or not (invariant.unseen == invariant.seen).all():
+        raise AssertionError(f"an exactly invariant model's quarter-turn accuracies differ "
+                             f"by {spread}")
+    return f"{len(invariant)} exactly invariant runs: unseen == seen in every one"

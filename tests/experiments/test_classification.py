@@ -17,8 +17,10 @@ from equivlib.data.base import DatasetMissingError
 from equivlib.engine.grid import run_grid
 from equivlib.experiments.classification import (
     Variant,
+    check_invariant_runs,
     classification_config,
     configs_from_params,
+    exactness_table,
     experiment_configs,
     latex_table,
     parse_variants,
@@ -164,3 +166,17 @@ def test_download_fetches_the_missing_dataset(tmp_path, accept_small_files, monk
     (metrics,) = run_grid([config], tmp_path / "r", tmp_path / "c", data_dir=root,
                           download=True)
     assert fetched == [root] and metrics["seen"] == metrics["unseen"]
+
+
+def test_invariant_runs_check_fails_on_a_quarter_turn_spread():
+    import pandas as pd
+
+    row = dict(invariant=True, seen=0.5, unseen=0.5, rot0=0.5, rot90=0.5, rot180=0.5,
+               rot270=0.5)
+    assert "1 exactly invariant runs" in check_invariant_runs(pd.DataFrame([row]))
+    spread = pd.DataFrame([{**row, "rot90": 0.49, "unseen": 0.4975}])
+    with pytest.raises(AssertionError, match="differ by 0.01"):
+        check_invariant_runs(spread)
+    assert list(exactness_table([classification_config("cifar10", P4, 33),
+                                 classification_config("cifar10", P4, 32)]).exact) == [True,
+                                                                                      False]
