@@ -349,3 +349,66 @@ def latex_table(summary: pd.DataFrame, caption: str = "", label: str = "tab:rotm
         lines.append(rf"\caption{{{caption}}}")
     lines += [rf"\label{{{label}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+class RunLog:
+    """``on_done`` callback of :func:`equivlib.engine.grid.run_grid` for notebooks 04/05: a
+    line per trained run as it finishes, and the throughput of every run for a summary."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.rows = total, []
+
+    def __call__(self, config: dict[str, Any], metrics: dict[str, Any], reused: bool) -> None:
+        timing = metrics["timing"]
+        label, regime = run_labels(config)
+        if not reused:
+            print(f"[{len(self.rows) + 1}/{self.total}] {label}, {regime}, seed "
+                  f"{config['train']['seed']}: train {timing['train_seconds']:.0f} s, test "
+                  f"{timing['test_seconds']:.0f} s, accuracy at 0° "
+                  f"{metrics['test_acc']['0.0']:.3f}", flush=True)
+        self.rows.append({"model": label, "reused": reused, **{
+            k: timing[k] for k in ("train_images", "train_seconds", "test_images",
+                                   "test_seconds")}})
+
+    def summary(self, wall: float, results_dir: str, workers: int, threads: int) -> str:
+        """Runs trained vs reused, wall time, and images per second per run and model."""
+        rates = pd.DataFrame(self.rows)
+        per_model = rates.groupby("model", sort=False)[
+            ["train_images", "train_seconds", "test_images", "test_seconds"]].sum()
+        per_model["train images/s per run"] = per_model.train_images / per_model.train_seconds
+        per_model["test images/s per run"] = per_model.test_images / per_model.test_seconds
+        return (f"{(~rates.reused).sum()} runs trained, {rates.reused.sum()} reused from "
+                f"{results_dir}; wall time {wall:.0f} s with {workers} worker(s) x {threads} "
+                f"thread(s)\n" + per_model[["train images/s per run", "test images/s per run"]]
+                .round(0).to_string())
+
+
+def upright_drops(table: pd.DataFrame, models: Sequence[ModelSpec]) -> str:
+    """Claim C2's comparison, trained upright: each model's accuracy at 0° and 180° and the
+    drop between them, and whether every approximate model drops more than the exact ones."""
+    upright = table[table.regime == "none"].groupby(["model", "angle"]).accuracy.mean()
+    drops = {m.label: 100 * (upright[m.label, 0.0] - upright[m.label, 180.0]) for m in models}
+    lines = [f"{m.description:28s} 0°: {100 * upright[m.label, 0.0]:5.1f}%  180°: "
+             f"{100 * upright[m.label, 180.0]:5.1f}%  drop {drops[m.label]:5.1f} points"
+             for m in models]
+    exact = [drops[m.label] for m in models if m.exact]
+    approximate = [drops[m.label] for m in models if m.exact is False]
+    if exact and approximate:
+        verdict = "more than" if min(approximate) > max(exact) else "NOT more than"
+        lines.append(f"every approximate model loses {verdict} the exact one at 180° "
+                     f"({min(approximate):.1f} vs {max(exact):.1f} points)")
+    return "\n".join(lines)
+
+
+def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary for reading: percent, ``mean ± std`` (std left out with one seed)."""
+    def pm(mean: float, std: float) -> str:
+        return f"{100 * mean:5.1f}" + (f" ± {100 * std:4.1f}" if pd.notna(std) else "")
+
+    return pd.DataFrame({
+        "regime": summary.regime, "model": summary.model,
+        "acc at 0° (%)": [pm(m, s) for m, s in zip(summary.acc_0_mean, summary.acc_0_std,
+                                                    strict=True)],
+        "mean acc (%)": [pm(m, s) for m, s in zip(summary.acc_mean_mean, summary.acc_mean_std,
+                                                   strict=True)],
+        "seeds": summary.seeds})

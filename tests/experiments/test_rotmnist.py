@@ -6,14 +6,18 @@ from scipy.integrate import quad
 from equivlib.experiments.rotmnist import (
     ModelSpec,
     RegimeSpec,
+    RunLog,
     accuracy_table,
     experiment_configs,
+    format_summary,
     parse_models,
     parse_regimes,
     per_run,
     quarter_turn_spread,
+    rotmnist_config,
     summary_table,
     training_angle_density,
+    upright_drops,
     welch_tests,
 )
 
@@ -157,3 +161,30 @@ def test_cli_and_notebook_configs_share_the_results_store_key(regime, extra):
         ["train", "--model", "p4_mnist_cnn", "--input-size", "27", "--regime", spec.regime, *extra,
          "--seed", "0", "--source", "torchvision", "--sizes", "8000", "2000", "10000"])
     assert config_from_args(args).key() == nb_config.key()
+
+
+def test_upright_drops_compares_the_exact_model_with_the_approximate_ones():
+    models = parse_models("p4_mnist_cnn@28,p4_mnist_cnn@27")
+    table = pd.DataFrame([
+        {"model": m, "regime": "none", "seed": 0, "angle": a, "accuracy": acc}
+        for m, accs in (("P4-28", (0.9, 0.9)), ("P4-27", (0.95, 0.6)))
+        for a, acc in zip((0.0, 180.0), accs, strict=True)])
+    text = upright_drops(table, models)
+    assert "drop   0.0 points" in text and "drop  35.0 points" in text
+    assert text.endswith("every approximate model loses more than the exact one at 180° "
+                         "(35.0 vs 0.0 points)")
+
+
+def test_format_summary_and_run_log():
+    summary = pd.DataFrame({"regime": ["none"] * 2, "model": ["P4-28", "Z2-28"],
+                            "acc_0_mean": [0.9, 0.8], "acc_0_std": [0.01, float("nan")],
+                            "acc_mean_mean": [0.7, 0.4], "acc_mean_std": [0.02, float("nan")],
+                            "seeds": [2, 1]})
+    shown = format_summary(summary)
+    assert list(shown["acc at 0° (%)"]) == [" 90.0 ±  1.0", " 80.0"]
+    log = RunLog(total=1)
+    config = rotmnist_config("p4_mnist_cnn", 28)
+    timing = {"train_images": 100, "train_seconds": 2.0, "test_images": 50, "test_seconds": 1.0}
+    log(config.to_dict(), {"timing": timing, "test_acc": {"0.0": 0.5}}, False)
+    assert log.summary(3.0, "results", 2, 1).startswith(
+        "1 runs trained, 0 reused from results; wall time 3 s with 2 worker(s) x 1 thread(s)")
