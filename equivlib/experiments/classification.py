@@ -22,6 +22,7 @@ import pandas as pd
 
 from equivlib.engine.config import RunConfig
 from equivlib.exactness import trace
+from equivlib.experiments.params import number_list, split_list
 from equivlib.experiments.protocols import paper_config
 from equivlib.models import get_model
 
@@ -51,7 +52,7 @@ class Variant:
 def parse_variants(text: str) -> list[Variant]:
     """``"z2,p4,p4:nopool,p4m,p4m:nopool"`` -> variants (``:nopool``: no coset pooling)."""
     out = []
-    for item in _items(text, "models"):
+    for item in split_list(text, "models"):
         group, _, flag = item.partition(":")
         if group not in GROUPS or flag not in ("", "nopool") or (group == "z2" and flag):
             raise ValueError(f"models: bad entry {item!r}; expected z2, p4, p4m, "
@@ -60,22 +61,6 @@ def parse_variants(text: str) -> list[Variant]:
     if len(set(out)) != len(out):
         raise ValueError(f"models: duplicate entries in {text!r}")
     return out
-
-
-def _items(text: str, what: str) -> list[str]:
-    items = [s.strip() for s in str(text).split(",") if s.strip()]
-    if not items:
-        raise ValueError(f"{what}: empty list")
-    return items
-
-
-def _numbers(text: str, what: str, kind: type) -> list:
-    try:
-        values = [kind(s) for s in _items(text, what)]
-    except ValueError:
-        raise ValueError(f"{what}: expected comma-separated {kind.__name__}s, got {text!r}") \
-            from None
-    return values
 
 
 def model_name(group: str, depth: int = 44) -> str:
@@ -156,20 +141,21 @@ def _fractions_of(dataset: str, fractions: Sequence[float]) -> list[float]:
 
 def configs_from_params(params: dict[str, Any]) -> list[RunConfig]:
     """The configs of notebook 06's parameters (also ``python -m equivlib grid``)."""
-    datasets = _items(params["datasets"], "datasets")
+    datasets = split_list(params["datasets"], "datasets")
     widths = {}
-    for item in _items(params["widths"], "widths") if params.get("widths") else []:
+    for item in split_list(params["widths"], "widths") if params.get("widths") else []:
         group, _, value = item.partition(":")
         if group not in GROUPS or not value.isdigit() or int(value) < 1:
             raise ValueError(f"widths: bad entry {item!r}; expected e.g. z2:8,p4:4,p4m:3")
         widths[group] = int(value)
     return experiment_configs(
-        datasets, parse_variants(params["models"]), _numbers(params["sizes"], "sizes", int),
-        _items(params["augment"], "augment"), _numbers(params["fractions"], "fractions", float),
+        datasets, parse_variants(params["models"]), number_list(params["sizes"], "sizes", int),
+        split_list(params["augment"], "augment"),
+        number_list(params["fractions"], "fractions", float),
         int(params["seeds"]), widths, depth=int(params.get("depth", 44)),
         flips=bool(params.get("flips", True)), epochs=params.get("epochs") or None,
         batch_size=params.get("batch_size") or None, lr=params.get("lr") or None,
-        stand_in_sizes=_numbers(params.get("stand_in_sizes", "4000,50,950"),
+        stand_in_sizes=number_list(params.get("stand_in_sizes", "4000,50,950"),
                                 "stand_in_sizes", int))
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from equivlib.engine.config import RunConfig
 from equivlib.exactness import trace
+from equivlib.experiments.params import split_list
 from equivlib.experiments.protocols import paper_config
 from equivlib.models import get_model
 
@@ -71,7 +72,7 @@ def _is_exact(model: str, input_size: int) -> bool | None:
 def parse_models(text: str) -> list[ModelSpec]:
     """``"p4_mnist_cnn@28,z2_mnist_cnn@28"`` -> specs; a clear ValueError for bad input."""
     specs = []
-    for item in _items(text, "models"):
+    for item in split_list(text, "models"):
         name, _, size = item.partition("@")
         if name not in MNIST_MODELS or not size.isdigit() or int(size) not in INPUT_SIZES:
             raise ValueError(f"bad model spec {item!r}: expected MODEL@SIZE with MODEL in "
@@ -83,7 +84,7 @@ def parse_models(text: str) -> list[ModelSpec]:
 def parse_regimes(text: str) -> list[RegimeSpec]:
     """``"none,biased:20,biased:40,uniform"`` -> specs; a clear ValueError for bad input."""
     specs = []
-    for item in _items(text, "regimes"):
+    for item in split_list(text, "regimes"):
         name, _, sigma = item.partition(":")
         try:
             value = float(sigma) if sigma else None
@@ -95,13 +96,6 @@ def parse_regimes(text: str) -> list[RegimeSpec]:
                              f"(SIGMA > 0 in degrees), e.g. biased:20")
         specs.append(RegimeSpec(name, value))
     return _unique(specs, "regimes")
-
-
-def _items(text: str, what: str) -> list[str]:
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"{what} is empty")
-    return items
 
 
 def _unique(specs: list, what: str) -> list:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from equivlib.exactness import nearest_exact_size, trace
+from equivlib.experiments.params import split_list
 
 COMMON_SIZES = (*range(220, 233), 256, 299, 384, 512)
 VERDICTS = ("exact", "not exact", "unknown", "n/a")
@@ -256,7 +257,7 @@ def measured_check(names: Sequence[str], sizes_of: Callable[[str], Sequence[int]
 def parse_sizes(text: str) -> list[int]:
     """``"220-232,256,299"`` -> the sizes, ranges inclusive; positive and unique."""
     sizes: list[int] = []
-    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+    for part in split_list(text, "sizes"):
         lo, dash, hi = part.partition("-")
         try:
             values = range(int(lo), int(hi) + 1) if dash else [int(part)]
