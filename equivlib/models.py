@@ -124,7 +124,8 @@ def _check_widths(widths: Sequence[int], stages: int) -> list[int]:
 # ---------------------------------------------------------------------------- ResNets
 class PreActBlock(nn.Module):
     """Pre-activation basic block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3, plus a shortcut
-    (1x1 stride-``s`` conv of the pre-activated input when the stride or width changes)."""
+    (1x1 stride-``s`` conv and BN of the pre-activated input when the stride or width
+    changes; with that BN the PCam widths give the paper's 129,538 / 128,652 parameters)."""
 
     def __init__(self, layers: _Layers, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -133,8 +134,8 @@ class PreActBlock(nn.Module):
         self.bn2 = layers.bn(cout)
         self.conv2 = layers.conv(cout, cout, 3, 1, padding=1)
         self.relu = nn.ReLU(inplace=False)
-        self.shortcut = (layers.conv(cin, cout, 1, stride) if stride != 1 or cin != cout
-                         else None)
+        self.shortcut = (nn.Sequential(layers.conv(cin, cout, 1, stride), layers.bn(cout))
+                         if stride != 1 or cin != cout else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))
@@ -269,16 +270,29 @@ class SingleLayerP4(nn.Module):
 
 # ---------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_REVISIONS: dict[str, int] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a builder ``fn(num_classes=..., **config) -> nn.Module``."""
+def register_model(name: str, revision: int = 0,
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder ``fn(num_classes=..., **config) -> nn.Module``.
+
+    ``revision`` counts changes of the architecture; it is part of a run's config (and so
+    of its results-store key), so results of an older architecture are never reused."""
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         _REGISTRY[name] = builder
+        _REVISIONS[name] = revision
         return builder
     return decorator
+
+
+def model_revision(name: str) -> int:
+    """The architecture revision of registered model ``name`` (see :func:`register_model`)."""
+    if name not in _REVISIONS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _REVISIONS[name]
 
 
 def list_models() -> list[str]:
@@ -320,7 +334,7 @@ def _resnet(group: GroupSpec, arch: dict, base: int, widths: Sequence[int] | Non
     return PreActResNet(group, widths=widths or _stage_widths(base, stages), **arch, **kwargs)
 
 
-@register_model("z2_resnet44")
+@register_model("z2_resnet44", revision=1)  # 1: BN after the 1x1 shortcut
 def z2_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """Z2 pre-activation ResNet-44, widths (32, 64, 128); ``coset_pool`` has no effect (it is
@@ -329,7 +343,7 @@ def z2_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("p4_resnet44")
+@register_model("p4_resnet44", revision=1)  # 1: BN after the 1x1 shortcut
 def p4_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4 pre-activation ResNet-44, widths (16, 32, 64); exact at odd sizes such as 33, 97."""
@@ -337,7 +351,7 @@ def p4_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("p4m_resnet44")
+@register_model("p4m_resnet44", revision=1)  # 1: BN after the 1x1 shortcut
 def p4m_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                  in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4M pre-activation ResNet-44, widths (12, 24, 48); exact at odd sizes such as 33, 97."""
@@ -345,7 +359,7 @@ def p4m_resnet44(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("z2_resnet20")
+@register_model("z2_resnet20", revision=1)  # 1: BN after the 1x1 shortcut
 def z2_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """Z2 pre-activation ResNet-20 (ResNet-44 with 3 blocks per stage), widths (32, 64, 128);
@@ -354,7 +368,7 @@ def z2_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("p4_resnet20")
+@register_model("p4_resnet20", revision=1)  # 1: BN after the 1x1 shortcut
 def p4_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4 pre-activation ResNet-20 (3 blocks per stage), widths (16, 32, 64); exact at odd
@@ -363,7 +377,7 @@ def p4_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("p4m_resnet20")
+@register_model("p4m_resnet20", revision=1)  # 1: BN after the 1x1 shortcut
 def p4m_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
                  in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4M pre-activation ResNet-20 (3 blocks per stage), widths (12, 24, 48); exact at odd
@@ -372,7 +386,7 @@ def p4m_resnet20(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("z2_resnet18")
+@register_model("z2_resnet18", revision=1)  # 1: BN after the 1x1 shortcut
 def z2_resnet18(num_classes: int = 10, widths: Sequence[int] | None = None,
                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """Z2 pre-activation ResNet-18 (3x3 stem), widths (64, ..., 512); ``coset_pool`` unused."""
@@ -380,7 +394,7 @@ def z2_resnet18(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("p4_resnet18")
+@register_model("p4_resnet18", revision=1)  # 1: BN after the 1x1 shortcut
 def p4_resnet18(num_classes: int = 10, widths: Sequence[int] | None = None,
                 in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4 pre-activation ResNet-18 (3x3 stem), widths (32, ..., 256); exact at 225, not 224."""
@@ -388,7 +402,7 @@ def p4_resnet18(num_classes: int = 10, widths: Sequence[int] | None = None,
                    in_channels=in_channels, coset_pool=coset_pool)
 
 
-@register_model("p4m_resnet18")
+@register_model("p4m_resnet18", revision=1)  # 1: BN after the 1x1 shortcut
 def p4m_resnet18(num_classes: int = 10, widths: Sequence[int] | None = None,
                  in_channels: int = 3, coset_pool: bool = True) -> PreActResNet:
     """P4M pre-activation ResNet-18 (3x3 stem), widths (23, ..., 184); exact at 225, not 224."""

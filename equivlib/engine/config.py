@@ -51,10 +51,12 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """A registered model (:func:`equivlib.models.get_model`) and its builder's kwargs;
-    ``num_classes`` comes from the dataset."""
+    ``num_classes`` comes from the dataset. ``revision`` is set from the registry (the
+    architecture's revision, so a changed architecture gets new results-store keys)."""
 
     name: str = "p4_mnist_cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    revision: int = 0
 
 
 @dataclass
@@ -122,8 +124,12 @@ class RunConfig:
     test: TestConfig = field(default_factory=TestConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON-able), the form stored with results."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (JSON-able), the form stored with results. A model revision of
+        0 is left out, so the keys of models never revised stay as they were."""
+        d = dataclasses.asdict(self)
+        if d["model"]["revision"] == 0:
+            del d["model"]["revision"]
+        return d
 
     def key(self) -> str:
         """The results-store key: a hash of :meth:`to_dict`."""
@@ -196,7 +202,7 @@ def validate(c: RunConfig) -> None:
     numbers (ints to floats where floats are meant), raising ValueError before any work."""
     from equivlib.data.registry import dataset_options, dataset_source
     from equivlib.data.transforms import PROTOCOLS
-    from equivlib.models import list_models
+    from equivlib.models import list_models, model_revision
 
     d = c.data
     source = dataset_source(d.dataset)  # unknown dataset: ValueError listing the known ones
@@ -220,6 +226,7 @@ def validate(c: RunConfig) -> None:
             _fail(f"data.{flag}", getattr(d, flag), "expected true or false")
 
     _choice("model.name", c.model.name, list_models())
+    c.model.revision = model_revision(c.model.name)
     if "num_classes" in c.model.kwargs:
         _fail("model.kwargs", c.model.kwargs, "num_classes comes from the dataset")
 

@@ -16,7 +16,7 @@ from equivlib.engine.config import RunConfig
 from equivlib.engine.run import NonFiniteLoss, StopTraining, progress_enabled, run
 from equivlib.experiments.protocols import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config
-from equivlib.store.results import load_result
+from equivlib.store.results import config_hash, load_result
 
 MNIST = dict(epochs=3, batch_size=64, sizes=(256, 64, 64), angles=[0.0, 90.0, 45.0], seed=3,
              channels=2)
@@ -200,3 +200,15 @@ def test_wandb_offline_logs_beside_the_checkpoint(tmp_path, mnist_data, monkeypa
     runs = list((tmp_path / "ck" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_a_revised_architecture_gets_a_new_results_key():
+    """The ResNets' revision (BN after the shortcut) is part of the config and its key; models
+    never revised keep the key they had (no revision entry)."""
+    resnet = RunConfig.from_dict({"data": {"dataset": "mnist", "input_size": 33},
+                                  "model": {"name": "p4_resnet20"}})
+    assert resnet.to_dict()["model"]["revision"] == 1
+    assert resnet.key() != config_hash({**resnet.to_dict(), "model": {
+        "name": "p4_resnet20", "kwargs": {}}})
+    cnn = RunConfig.from_dict({"model": {"name": "p4_mnist_cnn", "revision": 7}})
+    assert "revision" not in cnn.to_dict()["model"]  # set from the registry, not the user
