@@ -23,6 +23,8 @@ __all__ = ["assert_equivariant", "default_tolerance", "equivariance_error", "lay
 
 _INPUTS = ("image", "group")
 _OUTPUTS = ("image", "group", "invariant")
+_RANKS = {"image": "(B, C, H, W) with H == W", "group": "(B, C, {order}, H, W) with H == W",
+          "invariant": "(B, K)"}
 _TOLERANCES = {
     torch.float64: 1e-12,
     torch.float32: 1e-5,
@@ -82,20 +84,52 @@ def _relative_error(y_g: torch.Tensor, y_ref: torch.Tensor) -> torch.Tensor:
     return (diff / ref).mean()
 
 
-def _output_ok(y: object, group: Group, kind: str, where: str) -> torch.Tensor:
+def _kind_of(y: torch.Tensor, group: Group) -> str | None:
+    """How ``g`` acts on an output, from its rank: 5-D with dim 2 == |G| (square) -> group
+    map, 4-D square -> image, 2-D -> invariant; None when the rank does not say."""
+    square = y.dim() >= 4 and y.shape[-1] == y.shape[-2]
+    if y.dim() == 5 and y.shape[2] == group.order and square:
+        return "group"
+    if y.dim() == 4 and square:
+        return "image"
+    if y.dim() == 2:
+        return "invariant"
+    return None
+
+
+def _fits(y: torch.Tensor, group: Group, kind: str) -> bool:
+    """Whether an output of this shape can be acted on as ``kind``."""
+    square = y.dim() >= 3 and y.shape[-1] == y.shape[-2]
+    if kind == "group":
+        return y.dim() == 5 and y.shape[2] == group.order and square
+    if kind == "image":
+        return y.dim() in (3, 4) and square
+    return y.dim() == 2 or (y.dim() == 4 and tuple(y.shape[-2:]) == (1, 1))
+
+
+def _shapes(group: Group) -> str:
+    return (f"output='image' for (B, C, H, W), 'group' for (B, C, {group.order}, H, W) "
+            "or 'invariant' for (B, K)")
+
+
+def _output_kind(y: object, group: Group, kind: str | None, where: str) -> str:
+    """The output kind: ``kind`` checked against the output's rank, or inferred from it."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{where} must return a torch.Tensor, got {type(y).__name__}")
-    if kind == "group" and (y.dim() != 5 or y.shape[2] != group.order):
-        raise ValueError(
-            f"output='group' but {where} returned shape {tuple(y.shape)}, expected "
-            f"(B, C, {group.order}, H, W)"
-        )
-    if kind == "image" and (y.dim() < 3 or y.shape[-1] != y.shape[-2]):
-        raise ValueError(
-            f"output='image' but {where} returned shape {tuple(y.shape)}, expected "
-            "(B, ..., H, W) with H == W"
-        )
-    return y
+    shape = tuple(y.shape)
+    if kind is None:
+        inferred = _kind_of(y, group)
+        if inferred is None:
+            raise ValueError(f"cannot tell how {group.name} acts on the output of {where}, "
+                             f"shape {shape}: pass {_shapes(group)}")
+        return inferred
+    if not _fits(y, group, kind):
+        seen = _kind_of(y, group)
+        hint = (f"it looks like output={seen!r} (or leave output unset to infer it)"
+                if seen else f"pass {_shapes(group)}")
+        raise ValueError(f"output={kind!r} but {where} returned shape {shape}, which is not "
+                         f"{_RANKS[kind].format(order=group.order)}; {hint}")
+    return kind
 
 
 def _is_oom(err: RuntimeError) -> bool:
@@ -110,41 +144,63 @@ def equivariance_error(
     x: torch.Tensor,
     group: str | Group,
     input: str = "image",
-    output: str = "image",
+    output: str | None = None,
 ) -> torch.Tensor:
     """Per-element equivariance error, shape ``(|G|-1,)`` (elements ``1 .. |G|-1`` in order).
 
     ``input``: how ``g`` acts on ``x`` (``"image"`` or ``"group"``); ``output``: how it acts
-    on ``fn(x)`` (``"image"``, ``"group"`` or ``"invariant"``). All transformed copies go
-    through ``fn`` in one batched call (split per element if that runs out of memory).
-    Runs under ``torch.no_grad``. Note that a module in training mode with batch norm sees
-    the batch ``[x, g1·x, ...]``; call ``.eval()`` first for per-sample behaviour.
+    on ``fn(x)``: ``"image"`` (B, C, H, W), ``"group"`` (B, C, |G|, H, W) or ``"invariant"``
+    (B, K). Left unset, it is inferred from the output's rank and the group (5-D with
+    |G| orientations: group map, 4-D: image, 2-D: invariant); a given ``output`` that
+    contradicts the rank raises ``ValueError``. All transformed copies go through ``fn`` in
+    one batched call (split per element if that runs out of memory). Runs under
+    ``torch.no_grad``. Note that a module in training mode with batch norm sees the batch
+    ``[x, g1·x, ...]``; call ``.eval()`` first for per-sample behaviour.
     """
-    group = get_group(group)
+    return _errors(fn, x, get_group(group), input, output)[0]
+
+
+def _errors(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, group: Group,
+            input: str, output: str | None) -> tuple[torch.Tensor, str]:
+    """The per-element errors and the output kind used (given or inferred)."""
     _check_kind("input", input, _INPUTS)
-    _check_kind("output", output, _OUTPUTS)
+    if output is not None:
+        _check_kind("output", output, _OUTPUTS)
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     x = _check_x(x, group, input)
-    b = x.shape[0]
     with torch.no_grad():
         xs = [_act(group, g, x, input) for g in group.elements()]
-        try:
-            y = _output_ok(fn(torch.cat(xs)), group, output, "fn")
-            ys = list(y.split(b))
-            if len(ys) != group.order:
-                raise ValueError(
-                    f"fn changed the batch size: {len(xs) * b} inputs gave {y.shape[0]} outputs"
-                )
-        except RuntimeError as err:
-            if not _is_oom(err):
-                raise
-            ys = [_output_ok(fn(xg), group, output, "fn") for xg in xs]
+        ys, kind = _outputs(fn, xs, group, output)
         errs = [
-            _relative_error(ys[g], _act(group, g, ys[0], output))
+            _relative_error(ys[g], _act(group, g, ys[0], kind))
             for g in group.elements() if g != 0
         ]
-    return torch.stack(errs)
+    return torch.stack(errs), kind
+
+
+def _outputs(fn: Callable[[torch.Tensor], torch.Tensor], xs: list[torch.Tensor],
+             group: Group, output: str | None) -> tuple[list[torch.Tensor], str]:
+    """``fn`` of every transformed copy (one batched call, per element on out-of-memory)
+    and the output kind."""
+    b = xs[0].shape[0]
+    try:
+        y = fn(torch.cat(xs))
+        kind = _output_kind(y, group, output, "fn")
+        ys = list(y.split(b))
+        if len(ys) != group.order:
+            raise ValueError(
+                f"fn changed the batch size: {len(xs) * b} inputs gave {y.shape[0]} outputs"
+            )
+        return ys, kind
+    except RuntimeError as err:
+        if not _is_oom(err):
+            raise
+    ys = [fn(xg) for xg in xs]
+    kind = _output_kind(ys[0], group, output, "fn")
+    for y in ys[1:]:
+        _output_kind(y, group, kind, "fn")
+    return ys, kind
 
 
 def layerwise_errors(
@@ -211,13 +267,8 @@ def layerwise_errors(
     for name, type_name, y in records:
         if y.shape[0] != group.order * b:
             continue
-        if y.dim() == 5 and y.shape[2] == group.order and y.shape[-1] == y.shape[-2]:
-            kind = "group"
-        elif y.dim() == 4 and y.shape[-1] == y.shape[-2]:
-            kind = "image"
-        elif y.dim() == 2:
-            kind = "invariant"
-        else:
+        kind = _kind_of(y, group)
+        if kind is None:
             continue
         ys = y.split(b)
         errs = torch.stack([
@@ -239,14 +290,14 @@ def assert_equivariant(
     x: torch.Tensor,
     group: str | Group,
     input: str = "image",
-    output: str = "image",
+    output: str | None = None,
     tol: float | None = None,
 ) -> torch.Tensor:
     """Raise ``AssertionError`` if the max per-element error exceeds ``tol`` (or is not
-    finite); return the errors. Default ``tol`` from ``x.dtype`` (see
-    :func:`default_tolerance`)."""
+    finite); return the errors. ``output`` as in :func:`equivariance_error` (inferred when
+    unset). Default ``tol`` from ``x.dtype`` (see :func:`default_tolerance`)."""
     group = get_group(group)
-    errors = equivariance_error(fn, x, group, input=input, output=output)
+    errors, output = _errors(fn, x, group, input, output)
     if tol is None:
         tol = default_tolerance(x.dtype if x.is_floating_point() else torch.get_default_dtype())
     worst = errors.max().item()

@@ -126,7 +126,16 @@ ARG_ERRORS = [
     (dict(x=torch.zeros(5, 5)), ValueError, r"\(B, \.\.\., H, W\), got \(5, 5\)"),
     (dict(input="group"), ValueError, r"x of shape \(B, C, 4, H, W\) for p4, got \(2, 1, 5, 5\)"),
     (dict(output="group"), ValueError, r"output='group' but fn returned shape \(8, 1, 5, 5\)"),
-    (dict(fn=lambda t: t.sum()), ValueError, "output='image' but fn returned shape"),
+    (dict(fn=lambda t: t.sum()), ValueError, r"cannot tell how p4 acts on the output of fn, "
+     r"shape \(\): pass output='image'"),
+    (dict(fn=lambda t: t.sum(), output="image"), ValueError,
+     r"output='image' but fn returned shape \(\), which is not \(B, C, H, W\)"),
+    (dict(fn=lambda t: t.flatten(1), output="image"), ValueError,
+     r"shape \(8, 25\).*it looks like output='invariant'"),
+    (dict(output="invariant"), ValueError,
+     r"output='invariant' but fn returned shape \(8, 1, 5, 5\).*looks like output='image'"),
+    (dict(fn=lambda t: t[:, :, None].expand(-1, -1, 3, -1, -1)), ValueError,
+     r"cannot tell how p4 acts .* shape \(8, 1, 3, 5, 5\)"),
     (dict(fn=lambda t: t[:1]), ValueError, "fn changed the batch size"),
     (dict(fn=lambda t: "nope"), TypeError, "fn must return a torch.Tensor, got str"),
     (dict(fn=3), TypeError, "fn must be callable"),
@@ -139,6 +148,39 @@ def test_argument_errors(kwargs: dict, exc: type, match: str) -> None:
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         equivariance_error(**args)
+
+
+@gid
+def test_output_kind_inferred(group: Group) -> None:
+    """Left unset, ``output`` follows the output's rank: an exact lifting layer measures
+    ~1e-16, not the ~1 that acting on its group map as an image would give."""
+    layer = strided_lift(group)
+    x = torch.randn(2, 3, 17, 17, dtype=torch.float64)
+    assert equivariance_error(layer, x, group).max() < 1e-12
+    assert torch.equal(equivariance_error(layer, x, group),
+                       equivariance_error(layer, x, group, output="group"))
+    with pytest.raises(ValueError, match="it looks like output='group'"):
+        equivariance_error(layer, x, group, output="image")
+    head = nn.Sequential(layer, CosetPool("mean"), nn.AdaptiveAvgPool2d(1))
+    assert equivariance_error(head, x, group).max() < 1e-12  # 4-D (B, C, 1, 1): image
+    assert equivariance_error(head, x, group, output="invariant").max() < 1e-12
+    assert equivariance_error(nn.Sequential(head, nn.Flatten()), x, group).max() < 1e-12
+
+
+def test_output_kind_inferred_on_fallback() -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory")
+        return x.flatten(1)
+
+    assert equivariance_error(fn, torch.randn(2, 1, 5, 5), P4).shape == (3,)
+
+
+def test_assert_equivariant_infers_output() -> None:
+    layer = strided_lift(P4)
+    assert_equivariant(layer, torch.randn(2, 3, 17, 17, dtype=torch.float64), P4)
+    with pytest.raises(AssertionError, match="output='group'"):
+        assert_equivariant(layer, torch.randn(2, 3, 16, 16, dtype=torch.float64), P4)
 
 
 # ---------------------------------------------------------------------------- layerwise
