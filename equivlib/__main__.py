@@ -15,7 +15,9 @@ import copy
 import importlib
 import os
 import sys
+import textwrap
 
+import torch
 from torch import nn
 
 from equivlib.data.photos import photo_batch
@@ -69,6 +71,33 @@ def model_group(model: nn.Module, requested: str | None):
     return found if found is not None else get_group("p4")
 
 
+GRIDS = {
+    True: "symmetric: every subsampling layer samples a grid that 90-degree rotations and "
+          "flips map onto itself, so the architecture allows exact equivariance at this "
+          "size (whether the weights are equivariant is measured below)",
+    False: "NOT symmetric: the layers marked NO sample off-centre grids, so even "
+           "equivariant layers are only approximately equivariant at this size",
+    None: "unknown: an operation the tracer cannot judge (see the note column)",
+}
+
+
+def _say(text: str) -> None:
+    """Print a paragraph wrapped at 100 columns, continuation lines indented."""
+    print(textwrap.fill(text, 100, subsequent_indent="   "))
+
+
+def _print_grids(report, size: int, below: int | None, above: int | None) -> None:
+    """Part 1: the sampling grids (a property of the architecture, not of the weights)."""
+    print(f"{report.model_name} at input {size}x{size}\n")
+    _say(f"1. sampling grids (architecture only, no weights involved): {GRIDS[report.exact]}")
+    table = str(report).splitlines()[1:]
+    print("\n".join(table))
+    if report.rows:
+        print("  (column exact: whether that layer's sampling grid is symmetric)")
+    print(f"nearest input sizes with symmetric grids: below {below or 'none'}, above "
+          f"{above or 'none'} (searched 64 pixels each way)")
+
+
 def _print_errors(rows: list[dict], depth: int) -> None:
     shown = [r for r in rows if r["name"] == "output" or r["name"].count(".") < depth]
     width = max(len(r["name"]) for r in shown)
@@ -79,9 +108,42 @@ def _print_errors(rows: list[dict], depth: int) -> None:
               f"{r['max_error']:10.2e}")
 
 
-def check(args: argparse.Namespace) -> int:
+def measured_verdict(rows: list[dict], grids: bool | None) -> str:
+    """One line on what the measured errors say, next to what the grids said."""
+    from equivlib.checks import default_tolerance
+
+    tol = default_tolerance(torch.float64)
+    out = next((r for r in rows if r["name"] == "output"), rows[-1])
+    worst = max(rows, key=lambda r: r["max_error"])
+    where = f"max error {out['max_error']:.1e} at the {out['name']}"
+    if worst is not out and worst["max_error"] > out["max_error"]:
+        where += f", {worst['max_error']:.1e} inside at {worst['name']}"
+    if worst["max_error"] <= tol:
+        return f"equivariant up to float rounding ({where}; tolerance {tol:.0e})"
+    if grids is True:
+        return (f"NOT equivariant ({where}) although the grids are symmetric: these layers "
+                "or weights are not equivariant themselves (e.g. ordinary Conv2d kernels)")
+    return f"NOT equivariant ({where})"
+
+
+def _print_measured(model: nn.Module, group, args: argparse.Namespace,
+                    grids: bool | None) -> None:
+    """Part 2: the measured equivariance error of the model's weights on a photo."""
     from equivlib.checks import layerwise_errors
 
+    channels = args.in_channels or next(m.in_channels for m in model.modules()
+                                        if hasattr(m, "in_channels"))
+    measured = copy.deepcopy(model).double().eval()
+    rows = layerwise_errors(measured, photo_batch("astronaut", args.size, channels), group)
+    print()
+    _say(f"2. measured equivariance error of these weights under {group.name.upper()}: "
+         "||f(g.x) - g.f(x)|| / ||f(x)|| on a photo (float64, eval mode); float rounding "
+         "gives ~1e-15, a broken symmetry ~0.01-1")
+    _print_errors(rows, args.depth)
+    _say(f"result: {measured_verdict(rows, grids)}")
+
+
+def check(args: argparse.Namespace) -> int:
     if args.size < 1:
         raise CliError(f"--size must be positive, got {args.size}")
     model, name = load_model(args.model)
@@ -90,22 +152,13 @@ def check(args: argparse.Namespace) -> int:
         report = trace(model, args.size, in_channels=args.in_channels, name=name)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    print(report)
-
     below = nearest_exact_size(model, args.size, args.in_channels, direction="down")
     above = nearest_exact_size(model, args.size, args.in_channels, direction="up")
-    print(f"\nnearest exact input sizes: below {below or 'none'}, above {above or 'none'} "
-          f"(searched 64 pixels each way)")
-
+    _print_grids(report, args.size, below, above)
     if args.no_measure:
+        print("\n2. measured equivariance error: skipped (--no-measure)")
         return 0
-    channels = args.in_channels or next(m.in_channels for m in model.modules()
-                                        if hasattr(m, "in_channels"))
-    measured = copy.deepcopy(model).double().eval()
-    rows = layerwise_errors(measured, photo_batch("astronaut", args.size, channels), group)
-    print(f"\nmeasured equivariance error under {group.name.upper()} on a photo "
-          f"(float64, eval mode; exact layers show ~1e-15):")
-    _print_errors(rows, args.depth)
+    _print_measured(model, group, args, report.exact)
     return 0
 
 
