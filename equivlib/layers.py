@@ -2,7 +2,10 @@
 
 Group feature maps have shape ``(B, C, |G|, H, W)`` (see :mod:`equivlib.groups`). Convs build
 the whole transformed filter bank with one gather (an index tensor made by applying
-``torch.rot90`` / ``torch.flip`` to ``arange``) and run a single ``F.conv2d``.
+``torch.rot90`` / ``torch.flip`` to ``arange``) and run a single ``F.conv2d``. Where nothing
+differentiates through the bank (eval mode or ``no_grad``) it is built once and cached until
+a parameter changes (see ``_GroupConvBase.expanded_weight``); the cached bank is bitwise the
+rebuilt one.
 
 Exactness: a layer with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` is exactly
 equivariant on an input of spatial size ``n`` iff ``(n + 2p - d(k-1) - 1) % s == 0`` along
@@ -12,8 +15,10 @@ each spatial axis (see :mod:`equivlib.exactness`). Stride 1 always satisfies it.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -89,8 +94,20 @@ def _check_input(layer: str, x: object, shape: str, rank: int, checks: dict[int,
 # larger ones gather per (cout, cin) block, so no layer holds more than 8 MiB of index.
 FLAT_INDEX_LIMIT = 1 << 20
 
+
+class _BankCache(NamedTuple):
+    """An expanded bank built under ``no_grad`` and what it was built from."""
+
+    key: tuple
+    bank: torch.Tensor
+    bias: torch.Tensor | None
+    # the parameters' storages, kept alive so that no new tensor can take their addresses
+    # and match the key by coincidence (ABA)
+    storages: tuple
+
+
 class _GroupConvBase(nn.Module):
-    """Shared machinery: weight gather index, bias expansion, eval-mode bank cache."""
+    """Shared machinery: weight gather index, bias expansion, bank cache."""
 
     group: Group
     index: torch.Tensor
@@ -131,7 +148,7 @@ class _GroupConvBase(nn.Module):
         self.register_buffer("bias_index", torch.arange(out_channels).repeat_interleave(g),
                              persistent=False)
         self._bank_shape = (out_channels * g, in_channels * in_orientations, k, k)
-        self._cache: tuple | None = None
+        self._cache: _BankCache | None = None
         self.reset_parameters()
 
     def _block_index(self) -> torch.Tensor:
@@ -149,6 +166,7 @@ class _GroupConvBase(nn.Module):
                 return fn(t)
             return fn(t.reshape(t.shape[0], -1, *t.shape[-2:])).contiguous().view(t.shape)
 
+        self._cache = None  # the old bank would only be freed at the next forward
         return super()._apply(fn_5d_as_4d, recurse)
 
     def _flat_index(self, block: torch.Tensor) -> torch.Tensor:
@@ -182,49 +200,80 @@ class _GroupConvBase(nn.Module):
             bias = bias.index_select(0, self.bias_index)
         return bank, bias
 
-    def _cache_key(self) -> tuple:
+    # -------------------------------------------------------------- bank cache
+    def _params(self) -> tuple[torch.Tensor, ...]:
+        return (self.weight,) if self.bias is None else (self.weight, self.bias)
+
+    def _cacheable(self) -> bool:
+        """Whether the bank may come from (and go to) the cache: nothing differentiates through
+        it (no grad mode with parameters requiring grad, no forward-mode dual level) and the
+        weights are not being trained (eval mode, or train mode under ``no_grad``)."""
+        if fwAD._current_level >= 0:  # forward-mode AD: a parameter may be a dual tensor
+            return False
+        if not torch.is_grad_enabled():
+            return True
+        return not self.training and not any(p.requires_grad for p in self._params())
+
+    def _cache_key(self) -> tuple | None:
+        """Identity, version counter, address, dtype, device, shape and strides of each
+        parameter, and the index's address; ``None`` when a parameter has no version counter
+        (an inference tensor) or no storage (a ``torch.func`` wrapper): never cached."""
         w, b = self.weight, self.bias
-        if b is None:
-            return (w._version, w.data_ptr(), w.dtype, w.device, w.shape, self.index.data_ptr())
-        return (w._version, w.data_ptr(), w.dtype, w.device, w.shape, self.index.data_ptr(),
-                b._version, b.data_ptr(), b.dtype, b.device, b.shape)
+        try:
+            key = (id(w), w._version, w.data_ptr(), w.dtype, w.device, w.shape, w.stride(),
+                   self.index.data_ptr())
+            if b is not None:
+                key += (id(b), b._version, b.data_ptr(), b.dtype, b.device, b.shape)
+        except RuntimeError:
+            return None
+        return key
 
     def expanded_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The full bank ``(Cout·|G|, Cin(·|G|), k, k)`` and bias ``(Cout·|G|,)``.
 
-        In eval mode, when autograd does not need the parameters' gradients, the result is
-        cached. The cache is keyed on each parameter's version counter, data pointer, dtype,
-        device and shape, so optimizer steps, ``load_state_dict``, ``.to()`` and ``.data``
-        assignment invalidate it. In-place edits through ``param.data`` bypass the version
-        counter: call :meth:`clear_cache` after those.
+        When nothing differentiates through the bank (see :meth:`_cacheable`: eval mode or
+        ``no_grad``, parameters not requiring grad, no forward-mode AD) it is built once
+        under ``no_grad`` and cached, and reused while every parameter keeps its identity,
+        version counter, address, dtype, device, shape and strides: optimizer steps,
+        in-place edits, ``load_state_dict``, ``.to()`` / ``.double()`` / channels_last and
+        ``.data`` assignment all rebuild it. The cached bank equals the rebuilt one bitwise
+        (same gather, same layout). In-place edits through ``param.data`` bypass the version
+        counter: call :meth:`clear_cache` after those. The cache is not in the state dict,
+        is dropped by pickling / ``deepcopy``, ``train()`` / ``eval()`` and ``_apply``, and a
+        training forward that needs gradients drops it (the weights are about to change).
         """
-        if self.training:
-            self._cache = None
-            return self._expand()
-        if torch.is_grad_enabled() and (
-            self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
-        ):  # autograd needs the graph to the parameters: never the cache
+        if not self._cacheable():
+            if self.training:
+                self._cache = None
             return self._expand()
         key = self._cache_key()
-        inference = torch.is_inference_mode_enabled()
+        if key is None:
+            return self._expand()
         cache = self._cache
-        if cache is not None and cache[0] == key and (inference or not cache[3]):
-            return cache[1], cache[2]
-        with torch.no_grad():
+        if cache is None or cache.key != key:
+            cache = self._cache = self._build_cache(key)
+        return cache.bank, cache.bias
+
+    def _build_cache(self, key: tuple) -> _BankCache:
+        """The bank as a normal tensor without a graph, even inside ``inference_mode`` (an
+        inference tensor could not serve later ``no_grad`` calls)."""
+        with torch.inference_mode(False), torch.no_grad():
             bank, bias = self._expand()
-        # cache[4] keeps the parameters' storages alive so their addresses cannot be reused
-        # by a new tensor with a coincidentally equal version (ABA).
-        storages = tuple(p.untyped_storage() for p in (self.weight, self.bias) if p is not None)
-        self._cache = (key, bank, bias, inference, storages)
-        return bank, bias
+        return _BankCache(key, bank, bias, tuple(p.untyped_storage() for p in self._params()))
 
     def clear_cache(self) -> None:
-        """Drop the eval-mode filter-bank cache."""
+        """Drop the cached filter bank."""
         self._cache = None
 
     def train(self, mode: bool = True) -> _GroupConvBase:
         self._cache = None
         return super().train(mode)
+
+    def __getstate__(self) -> dict:
+        """Pickling and ``deepcopy`` leave the cache behind (a copy has new parameters)."""
+        state = super().__getstate__()  # a copy of __dict__
+        state["_cache"] = None
+        return state
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         bank, bias = self.expanded_weight()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import io
+import pickle
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from equivlib.checks import equivariance_error
 from equivlib.exactness import is_exact, output_size
@@ -217,7 +221,7 @@ def test_batchnorm_equivariant(group: Group, train: bool) -> None:
         torch.testing.assert_close(lhs, group.act_on_group_map(g, bn(f)), rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------- eval cache
+# ---------------------------------------------------------------------------- bank cache
 def conv_pair(kind: str, group: Group) -> tuple[nn.Module, torch.Tensor]:
     if kind == "lifting":
         return LiftingConv2d(group, 2, 3, 3, padding=1), torch.randn(2, 2, 7, 7)
@@ -225,117 +229,175 @@ def conv_pair(kind: str, group: Group) -> tuple[nn.Module, torch.Tensor]:
 
 
 def fresh(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Train-mode (uncached) output of a copy of ``layer``; ``layer`` itself is untouched."""
-    twin = copy.deepcopy(layer).train()
-    with torch.no_grad():
-        return twin(x)
+    """Uncached output (a training forward that needs gradients rebuilds the bank) of a copy
+    of ``layer``; ``layer`` itself is untouched."""
+    twin = copy.deepcopy(layer).train().requires_grad_(True)
+    with torch.enable_grad():
+        return twin(x).detach()
 
 
 def cached_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Eval-mode forward under no_grad (fills / uses the cache); does NOT toggle the mode,
-    since ``train()`` / ``eval()`` drop the cache and would hide staleness."""
-    assert not layer.training
+    """Forward under no_grad (fills / uses the cache) in the layer's current mode; does NOT
+    toggle the mode, since ``train()`` / ``eval()`` drop the cache and would hide staleness."""
     with torch.no_grad():
         return layer(x)
 
 
 def uses_cache(layer: nn.Module) -> bool:
-    with torch.no_grad():
-        return layer.expanded_weight()[0] is layer.expanded_weight()[0]
+    return layer.expanded_weight()[0] is layer.expanded_weight()[0]
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Bitwise equal (values, dtype, shape)."""
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 ckind = pytest.mark.parametrize("kind", ["lifting", "group"])
+cmode = pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+
+
+def cache_case(kind: str, group: Group, training: bool) -> tuple[nn.Module, torch.Tensor]:
+    layer, x = conv_pair(kind, group)
+    return layer.train(training), x
 
 
 @gid
 @ckind
-def test_cache_used_in_eval_and_state_dict_identical(group: Group, kind: str) -> None:
-    layer, x = conv_pair(kind, group)
-    sd_train = layer.state_dict()
-    assert not uses_cache(layer)  # training mode: never cached
-    layer.eval()
+@cmode
+def test_cache_bitwise_equal_and_state_dict_unchanged(group: Group, kind: str,
+                                                      training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
+    sd_before = layer.state_dict()
     y = cached_forward(layer, x)
-    assert uses_cache(layer)
-    assert layer.expanded_weight()[0] is not layer.expanded_weight()[0]  # grad enabled
-    sd_eval = layer.state_dict()
-    assert list(sd_train) == list(sd_eval) == ["weight", "bias"]
-    assert all(torch.equal(sd_train[k], sd_eval[k]) for k in sd_train)
-    assert "index" not in sd_eval and "index" in dict(layer.named_buffers())
-    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    with torch.no_grad():
+        assert uses_cache(layer)
+        bank = layer.expanded_weight()[0]
+    assert bank.grad_fn is None and not bank.requires_grad  # no graph kept alive
+    same(y, fresh(layer, x))
+    same(cached_forward(layer, x), y)  # served from the cache
+    sd_after = layer.state_dict()
+    assert list(sd_before) == list(sd_after) == ["weight", "bias"]
+    assert all(torch.equal(sd_before[k], sd_after[k]) for k in sd_before)
+    assert "index" not in sd_after and "index" in dict(layer.named_buffers())
 
 
 @gid
 @ckind
-def test_cache_invalidated_by_optimizer_step(group: Group, kind: str) -> None:
-    layer, x = conv_pair(kind, group)
+@cmode
+def test_cache_never_used_when_parameter_gradients_are_needed(group: Group, kind: str,
+                                                             training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
+    cached_forward(layer, x)
+    assert not uses_cache(layer)  # grad enabled, parameters require grad
+    bank = layer.expanded_weight()[0]
+    assert bank.requires_grad and bank.grad_fn is not None
+    assert (layer._cache is None) == training  # a training forward drops the stale bank
+
+
+@gid
+@ckind
+@cmode
+def test_cache_invalidated_by_optimizer_step(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
     opt = torch.optim.Adam(layer.parameters(), lr=0.1)
-    layer.eval()
-    layer(x).pow(2).mean().backward()  # eval-mode gradients (bypass the cache)
+    layer(x).pow(2).mean().backward()  # gradients bypass the cache
     y0 = cached_forward(layer, x)
     opt.step()
     y1 = cached_forward(layer, x)
     assert not torch.allclose(y0, y1)
-    torch.testing.assert_close(y1, fresh(layer, x), rtol=0, atol=0)
+    same(y1, fresh(layer, x))
 
 
 @gid
 @ckind
-def test_cache_invalidated_by_load_state_dict(group: Group, kind: str) -> None:
-    layer, x = conv_pair(kind, group)
+@cmode
+def test_cache_invalidated_by_load_state_dict(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
     other, _ = conv_pair(kind, group)
-    layer.eval()
     y0 = cached_forward(layer, x)
     layer.load_state_dict(other.state_dict())
     y1 = cached_forward(layer, x)
     assert not torch.allclose(y0, y1)
-    torch.testing.assert_close(y1, fresh(other, x), rtol=0, atol=0)
-    torch.testing.assert_close(y1, fresh(layer, x), rtol=0, atol=0)
+    same(y1, fresh(other, x))
+    same(y1, fresh(layer, x))
 
 
 @gid
 @ckind
-def test_cache_invalidated_by_to(group: Group, kind: str) -> None:
-    layer, x = conv_pair(kind, group)
-    layer.eval()
+@cmode
+def test_cache_invalidated_by_to(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
     cached_forward(layer, x)
-    layer.to(torch.float64)
+    layer.double()
     y = cached_forward(layer, x.double())
     assert y.dtype == torch.float64
-    torch.testing.assert_close(y, fresh(layer, x.double()), rtol=0, atol=0)
+    same(y, fresh(layer, x.double()))
+    layer.to(torch.float32)
+    same(cached_forward(layer, x), fresh(layer, x))
 
 
 @gid
 @ckind
-def test_cache_invalidated_by_data_assignment(group: Group, kind: str) -> None:
-    layer, x = conv_pair(kind, group)
-    layer.eval()
+@cmode
+def test_cache_with_channels_last(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
+    y = cached_forward(layer, x)
+    layer.to(memory_format=torch.channels_last)
+    x_cl = x.flatten(1, -3).contiguous(memory_format=torch.channels_last).view(x.shape)
+    y_cl = cached_forward(layer, x_cl)
+    same(y_cl, fresh(layer, x_cl))
+    same(cached_forward(layer, x_cl), y_cl)
+    torch.testing.assert_close(y_cl, y)  # values (the conv's summation order may differ)
+
+
+@gid
+@ckind
+@cmode
+def test_cache_invalidated_by_data_assignment(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
     cached_forward(layer, x)
     layer.weight.data = torch.randn_like(layer.weight)
-    y = cached_forward(layer, x)
-    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    same(cached_forward(layer, x), fresh(layer, x))
     layer.bias.data = torch.randn_like(layer.bias)  # bias alone
-    y = cached_forward(layer, x)
-    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    same(cached_forward(layer, x), fresh(layer, x))
 
 
 @gid
 @ckind
-def test_cache_invalidated_by_in_place_edit(group: Group, kind: str) -> None:
-    layer, x = conv_pair(kind, group)
-    layer.eval()
-    cached_forward(layer, x)
+@cmode
+def test_cache_invalidated_by_in_place_edit(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
+    y0 = cached_forward(layer, x)
     with torch.no_grad():  # in-place edits of the parameter bump its version counter
         layer.weight.mul_(-1.0)
     y = cached_forward(layer, x)
-    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    assert not torch.allclose(y, y0)
+    same(y, fresh(layer, x))
     with torch.no_grad():
         layer.bias.add_(1.0)
-    y = cached_forward(layer, x)
-    torch.testing.assert_close(y, fresh(layer, x), rtol=0, atol=0)
+    same(cached_forward(layer, x), fresh(layer, x))
     # edits through .data bypass the version counter: clear_cache() is the documented escape
     layer.weight.data.mul_(2.0)
     layer.clear_cache()
-    torch.testing.assert_close(cached_forward(layer, x), fresh(layer, x), rtol=0, atol=0)
+    same(cached_forward(layer, x), fresh(layer, x))
+
+
+@gid
+@ckind
+@cmode
+def test_cache_dropped_by_pickle_and_deepcopy(group: Group, kind: str, training: bool) -> None:
+    layer, x = cache_case(kind, group, training)
+    y = cached_forward(layer, x)
+    twin = copy.deepcopy(layer)
+    assert layer._cache is not None and twin._cache is None
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)  # a populated cache must not break whole-module saving
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    unpickled = pickle.loads(pickle.dumps(layer))
+    for copied in (twin, loaded, unpickled):
+        assert copied._cache is None
+        same(cached_forward(copied, x), y)
+    assert layer._cache is not None  # the original keeps its cache
 
 
 @gid
@@ -359,12 +421,57 @@ def test_cache_with_frozen_weights_and_input_grad(kind: str) -> None:
     layer, x = conv_pair(kind, P4)
     layer.requires_grad_(False).eval()
     with torch.inference_mode():
-        layer(x)  # cache built in inference mode must not leak into autograd
+        y_inf = layer(x)  # the cache built here is a normal tensor without a graph
+    bank = layer.expanded_weight()[0]
+    assert not bank.is_inference() and bank.grad_fn is None
     x.requires_grad_(True)
-    layer(x).sum().backward()
+    y = layer(x)
+    y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    # frozen parameters: the cache serves grad-enabled forwards too
-    assert layer.expanded_weight()[0] is layer.expanded_weight()[0]
+    same(y.detach(), y_inf)
+    # frozen parameters: the cache serves grad-enabled eval forwards too, not training ones
+    assert uses_cache(layer)
+    assert not uses_cache(layer.train())
+
+
+@ckind
+def test_layer_built_in_inference_mode(kind: str) -> None:
+    """Inference-tensor parameters have no version counter: they are never cached."""
+    with torch.inference_mode():
+        layer, x = conv_pair(kind, P4)
+        layer.eval()
+        y = layer(x)
+        assert layer._cache is None
+        with torch.no_grad():
+            layer.weight.mul_(2.0)
+        same(layer(x), fresh(layer, x))
+    assert not torch.allclose(layer(x), y)
+
+
+@gid
+@ckind
+def test_forward_mode_ad_bypasses_cache(group: Group, kind: str) -> None:
+    """Dual (or torch.func-wrapped) parameters share the plain ones' storage and version: a
+    cached bank would drop their tangent."""
+    layer, x = conv_pair(kind, group)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    tangents = {k: torch.randn_like(v) for k, v in params.items()}
+
+    def jvp_dual() -> torch.Tensor:
+        with torch.no_grad(), fwAD.dual_level():
+            duals = {k: fwAD.make_dual(v, tangents[k]) for k, v in params.items()}
+            return fwAD.unpack_dual(functional_call(layer, duals, (x,))).tangent
+
+    def jvp_func() -> torch.Tensor:
+        f = lambda p: functional_call(layer, p, (x,))  # noqa: E731
+        return torch.func.jvp(f, (params,), (tangents,))[1]
+
+    expected = jvp_dual()  # training mode: uncached
+    layer.eval()
+    for _ in range(2):  # the second round would hit a cache filled by the first
+        cached_forward(layer, x)
+        same(jvp_dual(), expected)
+        same(jvp_func(), expected)
 
 
 # ---------------------------------------------------------------------------- init, export
