@@ -34,16 +34,39 @@ def _mnist_raw_files(root: Path) -> list[Path]:
             for k, d in (("images", 3), ("labels", 1))]
 
 
+POOL_SIZES = {"embedded": (5000, None), "torchvision": (60000, 10000)}
+"""Images available per source: (pool for train + valid [+ test], separate test pool)."""
+
+
+def check_sizes(sizes: object, source: str = "embedded") -> tuple[int, int, int]:
+    """``sizes`` as 3 positive ints (train, valid, test) that fit in ``source``'s images;
+    ValueError naming the problem otherwise."""
+    if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__") or len(sizes) != 3 \
+            or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1
+                   for s in sizes):
+        raise ValueError(f"mnist sizes must be 3 positive ints (train, valid, test), "
+                         f"got {sizes!r}")
+    sizes = tuple(int(s) for s in sizes)
+    pool, test_pool = POOL_SIZES.get(source, (None, None))
+    used = sum(sizes) if test_pool is None else sum(sizes[:2])
+    if pool is not None and used > pool:
+        raise ValueError(f"mnist sizes {list(sizes)} need {used} images but the {source} "
+                         f"source has {pool}{'' if test_pool is None else ' for train + valid'}"
+                         "; use smaller sizes")
+    if test_pool is not None and sizes[2] > test_pool:
+        raise ValueError(f"mnist test size {sizes[2]} exceeds the {test_pool} test images of "
+                         f"the {source} source")
+    return sizes
+
+
 def check_mnist(root: Path, download: bool = False, source: str = "embedded",
                 sizes: tuple[int, int, int] = (3000, 1000, 1000), split_seed: int = 0) -> None:
     """Raise before any work: bad options, or torchvision's MNIST files missing."""
     if source not in SOURCES:
         raise ValueError(f"mnist source must be one of {SOURCES}, got {source!r}")
-    sizes = tuple(sizes)
-    if len(sizes) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                              for s in sizes):
-        raise ValueError(f"mnist sizes must be 3 positive ints (train, valid, test), "
-                         f"got {sizes!r}")
+    check_sizes(sizes, source)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ValueError(f"mnist split_seed must be an int >= 0, got {split_seed!r}")
     if source == "torchvision" and not download:
         missing = [p for p in _mnist_raw_files(Path(root)) if not p.exists()]
         if missing:
@@ -77,7 +100,8 @@ def make_splits(images: np.ndarray, labels: np.ndarray,
                 test_pool: Pool | None = None, stand_in: str = "") -> DatasetSplits:
     """The one code path from raw uint8 arrays to splits: stratified, disjoint train /
     valid / test sets of ``sizes`` from ``images``; with ``test_pool``, train and valid come
-    from ``images`` and the test set from ``test_pool``."""
+    from ``images`` and the test set from ``test_pool``. Every size must be positive."""
+    sizes = check_sizes(sizes, source="")
     pool = ArrayDataset(images, labels, channels=3)
     if test_pool is None:
         train, valid, test = (pool.subset(i) for i in stratified_split(labels, sizes, seed))
@@ -100,6 +124,6 @@ def load_mnist(root: Path, download: bool = False, source: str = "embedded",
 
     Paper protocol with ``source="torchvision"``: ``sizes=(8000, 2000, 10000)`` (10,000
     training images split 80/20, tested on the whole upright test set)."""
-    check_mnist(root, download, source, tuple(sizes), split_seed)
+    check_mnist(root, download, source, sizes, split_seed)
     (images, labels), test_pool = load_raw(source, root, download)
     return make_splits(images, labels, tuple(sizes), split_seed, test_pool)

@@ -63,6 +63,9 @@ def test_missing_data_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize("options, match", [
     ({"source": "cifar"}, "source"), ({"sizes": (64, -32, 32)}, "sizes"),
     ({"sizes": "643"}, "sizes"), ({"sizes": (1, 2)}, "sizes"), ({"colour": True}, "option"),
+    ({"sizes": (64, 0, 32)}, "3 positive ints"), ({"sizes": (64.0, 32, 32)}, "3 positive ints"),
+    ({"sizes": (3000, 1000, 1001)}, "need 5001 images but the embedded source has 5000"),
+    ({"split_seed": -1}, "split_seed must be an int >= 0"),
 ])
 def test_bad_options_raise_before_work(options, match):
     with pytest.raises(ValueError, match=match):
@@ -101,6 +104,12 @@ def test_fraction_indices(embedded, fraction, size):
     assert (idx == fraction_indices(y, fraction, seed=2)).all()
     with pytest.raises(ValueError, match="fraction"):
         fraction_indices(y, 0.0)
+
+
+@pytest.mark.parametrize("sizes", [(64, -32, 32), (64, 0, 32), (0, 32, 32)])
+def test_make_splits_refuses_empty_or_negative_splits(embedded, sizes):
+    with pytest.raises(ValueError, match=r"3 positive ints \(train, valid, test\)"):
+        make_splits(*embedded, sizes=sizes)
 
 
 def test_splits_channels_and_normalisation(embedded):
