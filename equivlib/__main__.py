@@ -24,6 +24,8 @@ from equivlib.data.photos import photo_batch
 from equivlib.exactness import nearest_exact_size, trace
 from equivlib.groups import get_group
 
+DEBUG_HELP = "show the full traceback of an error instead of one line"
+
 
 class CliError(Exception):
     """Bad input on the command line: one line on stderr, exit status 2."""
@@ -219,13 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     from equivlib.engine.cli import add_grid_parser, add_train_parser
     add_train_parser(sub)
     add_grid_parser(sub)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for command in sub.choices.values():  # also after the command: ... train --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """``Type: message`` on one line (newlines folded, long messages cut)."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from equivlib.engine.cli import run_command
 
-    args = build_parser().parse_args(argv)
     if args.command in ("train", "grid"):
         return run_command(args)
     try:
@@ -242,8 +255,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return check(args)
     except CliError as exc:
+        if args.debug:
+            raise
         print(f"python -m equivlib: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input: one line on stderr, exit 2; any other error: one line
+    ``error: Type: message``, exit 1; ``--debug``: the full traceback instead."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"python -m equivlib {args.command}: error: {one_line(exc)} (run with --debug "
+              "for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

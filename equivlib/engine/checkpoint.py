@@ -10,7 +10,10 @@ functions of (seed, epoch) (:mod:`equivlib.data.loaders`), so the epoch is its p
 from __future__ import annotations
 
 import io
+import os
 import random
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +64,70 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be read (truncated, garbage, not a checkpoint)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"checkpoint {path} cannot be read ({reason}); delete it or move "
+                         "it aside to start the run again")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # picklable across processes
+        return type(self), (self.path, self.reason)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint (``weights_only=True``); model tensors go to ``device``, RNG states
-    stay on the CPU."""
-    ck = torch.load(path, weights_only=True, map_location="cpu")
+    stay on the CPU. An unreadable file raises :class:`CorruptCheckpoint` naming it."""
+    with open(path, "rb") as f:  # a missing or unreadable file is an OSError, not corrupt
+        try:
+            ck = torch.load(f, weights_only=True, map_location="cpu")
+        except Exception as exc:  # truncated or garbage: EOFError, OSError, RuntimeError, ...
+            raise CorruptCheckpoint(path, _first_line(exc)) from exc
+    if not isinstance(ck, dict):
+        raise CorruptCheckpoint(path, f"it holds a {type(ck).__name__}, not a checkpoint")
     if torch.device(device).type != "cpu":
         for part in ("model", "best_model"):
             if ck.get(part) is not None:
                 ck[part] = {k: v.to(device) for k, v in ck[part].items()}
     return ck
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename ``path`` to ``<path>.corrupt-<timestamp>`` (never over another file) and
+    return the new path."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    return target
+
+
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """Raise ``ValueError`` unless ``path`` is, or can be created as, a directory we can
+    write to. Probes with a temporary file in the nearest existing ancestor and leaves
+    nothing behind (no directory is created)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} exists and is not a directory; pick a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path} cannot be created: {existing} is a file, not a "
+                         "directory; pick another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+    except OSError as exc:
+        raise ValueError(f"{what} {path} is not writable ({exc.strerror or exc} in "
+                         f"{existing}); pick a writable directory") from None
+    os.close(fd)
+    os.unlink(probe)

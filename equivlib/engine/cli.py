@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,118 @@ from equivlib.data.base import DatasetMissingError
 
 class CliError(Exception):
     """Bad input on the command line: one line on stderr, exit status 2."""
+
+
+# ------------------------------------------------------------------ models per dataset
+IMAGE_CHANNELS = 3  # every registered dataset feeds RGB images (MNIST as 3 equal channels)
+KWARG_FLAGS = {"widths": "--widths", "coset_pool": "--no-coset-pool", "channels": "--channels",
+               "dropout": "--dropout"}
+
+
+def _builder_params(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of registered model ``name``'s builder."""
+    from equivlib import models
+
+    return dict(inspect.signature(models._REGISTRY[name]).parameters)
+
+
+def model_misfit(name: str, dataset: str) -> str | None:
+    """Why registered model ``name`` cannot train on ``dataset`` here; None when it can."""
+    params = _builder_params(name)
+    channels = params.get("in_channels")
+    if channels is not None and channels.default not in (inspect.Parameter.empty,
+                                                         IMAGE_CHANNELS):
+        return (f"it takes {channels.default}-channel images and every dataset gives "
+                f"{IMAGE_CHANNELS}")
+    if dataset == "mnist" and "dropout" not in params:
+        return "the RotMNIST protocol trains a CNN with dropout, which this model has not"
+    return None
+
+
+def models_for(dataset: str) -> list[str]:
+    """The registered models that can train on ``dataset`` with this command."""
+    from equivlib.models import list_models
+
+    return [n for n in list_models() if model_misfit(n, dataset) is None]
+
+
+def _model_help() -> str:
+    return (f"registered model; for --dataset mnist: {', '.join(models_for('mnist'))} "
+            f"(default p4_mnist_cnn); for the other datasets (required): "
+            f"{', '.join(models_for('other'))}")
+
+
+def check_model(config: Any) -> None:
+    """CliError, before any work, when the config's model cannot run on its dataset or is
+    given options its builder does not take."""
+    name, dataset = config.model.name, config.data.dataset
+    reason = model_misfit(name, dataset)
+    if reason:
+        raise CliError(f"--model {name} cannot run with --dataset {dataset}: {reason}; "
+                       f"models for {dataset}: {', '.join(models_for(dataset))}")
+    params = _builder_params(name)
+    bad = sorted(set(config.model.kwargs) - set(params))
+    if bad:
+        flags = ", ".join(KWARG_FLAGS.get(k, f"--set model.kwargs.{k}") for k in bad)
+        raise CliError(f"--model {name} has no option {', '.join(bad)} (from {flags}); it "
+                       f"takes: {', '.join(p for p in params if p != 'num_classes')}")
+    _build_on_meta(name, config.model.kwargs)
+
+
+def _build_on_meta(name: str, kwargs: dict[str, Any]) -> None:
+    """Build the model without memory or data, so bad option values fail before any work."""
+    import torch
+
+    from equivlib.models import get_model
+
+    try:
+        with torch.device("meta"):
+            get_model(name, **kwargs)
+    except (ValueError, TypeError) as exc:
+        options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise CliError(f"--model {name} cannot be built with {options}: {exc}") from None
+
+
+# ------------------------------------------------------------------ flag values
+_INTS = {"epochs": 1, "batch_size": 1, "lr_step": 1, "channels": 1, "input_size": 1,
+         "seed": 0, "split_seed": 0, "workers": 0}
+_FLOATS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("a finite number > 0", lambda v: v > 0),
+    "weight_decay": ("a finite number >= 0", lambda v: v >= 0),
+    "mu": ("a finite angle in degrees", lambda v: True),
+    "sigma": ("a finite number of degrees >= 0", lambda v: v >= 0),
+    "dropout": ("a probability in [0, 1)", lambda v: 0 <= v < 1),
+    "fraction": ("a fraction in (0, 1]", lambda v: 0 < v <= 1),
+    "angle_step": ("a finite step in degrees in (0, 360]", lambda v: 0 < v <= 360),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_list(a: argparse.Namespace, name: str, want: str,
+                ok: Callable[[Any], bool]) -> None:
+    values = getattr(a, name)
+    if values is not None and not all(ok(v) for v in values):
+        shown = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+        raise CliError(f"{_flag(name)} {shown}: expected {want}")
+
+
+def check_flags(a: argparse.Namespace) -> None:
+    """CliError naming the flag for a value that cannot train (no steps, non-finite or
+    out-of-range numbers, empty splits), before any config is built."""
+    for name, low in _INTS.items():
+        value = getattr(a, name)
+        if value is not None and value < low:
+            raise CliError(f"{_flag(name)} {value}: expected an int >= {low}")
+    for name, (want, ok) in _FLOATS.items():
+        value = getattr(a, name)
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise CliError(f"{_flag(name)} {value:g}: expected {want}")
+    _check_list(a, "sizes", "3 positive ints (train, valid, test images)", lambda v: v >= 1)
+    _check_list(a, "widths", "positive ints (one width per stage)", lambda v: v >= 1)
+    _check_list(a, "angles", "finite angles in degrees", math.isfinite)
 
 
 # ------------------------------------------------------------------ train
@@ -36,8 +151,7 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("what to train")
     g.add_argument("--dataset", default="mnist", help="registered dataset (see `list`)")
-    g.add_argument("--model", default=None, help="registered model (default for mnist: "
-                   "p4_mnist_cnn; required otherwise)")
+    g.add_argument("--model", default=None, help=_model_help())
     g.add_argument("--input-size", type=int, default=None,
                    help="input size (default for mnist: 28; required otherwise)")
     g.add_argument("--seed", type=int, default=0, help="training seed")
@@ -123,8 +237,6 @@ def config_from_args(a: argparse.Namespace) -> Any:
     if a.dataset == "mnist":
         angles = a.angles
         if angles is None:
-            if not 0 < a.angle_step <= 360:
-                raise CliError(f"--angle-step must be in (0, 360], got {a.angle_step}")
             angles = [float(i * a.angle_step) for i in range(int(360 // a.angle_step))
                       if i * a.angle_step < 360]
         defaults = {"epochs": 50, "batch_size": 256, "lr": 0.01, "weight_decay": 1e-5}
@@ -159,28 +271,65 @@ def config_from_args(a: argparse.Namespace) -> Any:
             sections["model"] = {"kwargs": kwargs}
         config = paper_config(a.dataset, a.model, a.input_size, **sections)
     overrides = _parse_set(a.set)
-    return config.replace(**overrides) if overrides else config
+    if not overrides:
+        return config
+    from equivlib.engine.config import RunConfig
+    return RunConfig.from_dict(_merge(config.to_dict(), overrides))
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s keys replaced at every depth (``--set
+    schedule.kwargs.gamma=0.5`` keeps the other schedule kwargs)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _check_output_dirs(a: argparse.Namespace, config: Any) -> None:
+    """CliError when the results or checkpoint directory (also W&B's) cannot be written;
+    probes without creating anything."""
+    from equivlib.engine.checkpoint import check_writable_dir
+    from equivlib.engine.run import default_checkpoint_dir
+
+    checkpoints = (Path(a.checkpoint_dir) if a.checkpoint_dir
+                   else default_checkpoint_dir(config))
+    for path, what in ((Path(a.results_dir), "--results-dir"),
+                       (checkpoints, "--checkpoint-dir (checkpoints and W&B files)")):
+        try:
+            check_writable_dir(path, what)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+
+
+def _checked_config(a: argparse.Namespace) -> Any:
+    """The validated config of the ``train`` flags (model fit included); CliError otherwise."""
+    try:
+        check_flags(a)
+        config = config_from_args(a)
+        check_model(config)
+        if not a.print_config:
+            from equivlib.engine.run import prepare
+            prepare(config, data_dir=a.data_dir, download=a.download, device=a.device)
+    except (ValueError, TypeError, DatasetMissingError) as exc:
+        raise CliError(f"{type(exc).__name__}: {exc}" if isinstance(exc, DatasetMissingError)
+                       else str(exc)) from None
+    return config
 
 
 def train_command(a: argparse.Namespace) -> int:
     """Run (or reuse) one config; print a JSON summary on rank 0."""
     from equivlib.engine.distributed import init_distributed, shutdown_distributed
-    from equivlib.engine.run import NonFiniteLoss, prepare, run
+    from equivlib.engine.run import NonFiniteLoss, run
     from equivlib.store.results import load_result
 
-    try:
-        config = config_from_args(a)
-        if a.print_config:
-            print(json.dumps(config.to_dict(), indent=1))
-            return 0
-        prepare(config, data_dir=a.data_dir, download=a.download, device=a.device)
-        results = Path(a.results_dir)
-        if results.exists() and not results.is_dir():
-            raise CliError(f"--results-dir {results} exists and is not a directory")
-    except (ValueError, TypeError, DatasetMissingError) as exc:
-        raise CliError(f"{type(exc).__name__}: {exc}" if isinstance(exc, DatasetMissingError)
-                       else str(exc)) from None
+    config = _checked_config(a)
+    if a.print_config:
+        print(json.dumps(config.to_dict(), indent=1))
+        return 0
     reused = load_result(config.to_dict(), a.results_dir) is not None
+    if not reused:
+        _check_output_dirs(a, config)
     ctx, device = init_distributed(a.device)
     try:
         metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,
@@ -219,11 +368,12 @@ def _classification_label(config: Any) -> str:
 
 def _grid_builders() -> dict[str, tuple[Any, Any]]:
     """Notebook name -> (configs from its parameters, one-line label of a run)."""
-    from equivlib.experiments import classification, rotmnist
+    from equivlib.experiments import classification, pcam, rotmnist
 
     return {"04_rotmnist_rotation": (rotmnist.configs_from_params, _rotmnist_label),
             "05_rotmnist_statistics": (rotmnist.configs_from_params, _rotmnist_label),
-            "06_classification": (classification.configs_from_params, _classification_label)}
+            "06_classification": (classification.configs_from_params, _classification_label),
+            "07_pcam": (pcam.configs_from_params, _rotmnist_label)}
 
 
 def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
@@ -325,6 +475,12 @@ def grid_command(a: argparse.Namespace) -> int:
                f"{holder.get('since', '?')}" if holder else "another process")
         print(f"waiting {describe(config)}: being trained by {who}", flush=True)
 
+    from equivlib.engine.checkpoint import check_writable_dir
+    try:
+        check_writable_dir(results_dir, f"results directory of {a.notebook}")
+        check_writable_dir(checkpoint_dir, f"checkpoint directory of {a.notebook}")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if part is not None:
         print(f"shard {part[0]}/{part[1]}: {len(configs)} run(s)", flush=True)
     try:
@@ -338,9 +494,12 @@ def grid_command(a: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Dispatch ``train`` / ``grid``; errors become one line and exit status 2."""
+    """Dispatch ``train`` / ``grid``; bad input becomes one line and exit status 2
+    (``--debug``: the traceback)."""
     try:
         return train_command(args) if args.command == "train" else grid_command(args)
     except CliError as exc:
+        if getattr(args, "debug", False):
+            raise
         print(f"python -m equivlib {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -187,8 +187,9 @@ def _float(where: str, value: Any, low: float = 0.0, *, strict: bool = False,
            high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or value < low or (strict and value == low) or value > high:
-        _fail(where, value, f"expected a finite number {'>' if strict else '>='} {low}"
-              + (f" and <= {high}" if high != math.inf else ""))
+        bounds = [f"{'>' if strict else '>='} {low:g}"] if low != -math.inf else []
+        bounds += [f"<= {high:g}"] if high != math.inf else []
+        _fail(where, value, " ".join(["expected a finite number", " and ".join(bounds)]).strip())
     return float(value)
 
 

@@ -38,10 +38,13 @@ from equivlib.data.registry import check_dataset, get_dataset
 from equivlib.data.transforms import biased_angle, rotate, test_transform, train_transform
 from equivlib.data.transforms import uniform_angles as uniform_regime_angles
 from equivlib.engine.checkpoint import (
+    CorruptCheckpoint,
+    check_writable_dir,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
+    set_aside,
     set_rng_state,
 )
 from equivlib.engine.config import RunConfig
@@ -131,6 +134,23 @@ def prepare(config: dict[str, Any] | RunConfig, *, data_dir: str | Path | None =
     return config
 
 
+def _resume_state(path: Path, dev: torch.device, key: str,
+                  ctx: DistContext) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or None when there is none. An unreadable one (e.g.
+    truncated) is moved aside to ``last.pt.corrupt-<timestamp>`` by rank 0 with a warning,
+    and the run starts from scratch: a bad file never costs the run."""
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, dev)
+    except CorruptCheckpoint as exc:
+        moved = set_aside(path) if ctx.is_main and path.exists() else None
+        where = f"moved it to {moved}" if moved else "rank 0 moves it aside"
+        warnings.warn(f"run {key}: checkpoint {path} cannot be read ({exc.reason}); {where} "
+                      "and starting the run from epoch 0", RuntimeWarning, stacklevel=3)
+        return None
+
+
 class _Datasets:
     """The transformed train / valid / test datasets of a config."""
 
@@ -183,6 +203,10 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     key = config.key()
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(config)
     ckpt_path = ckpt_dir / "last.pt"
+    if ctx.is_main:  # before any data loads: only rank 0 writes
+        check_writable_dir(ckpt_dir, "checkpoint directory")
+        if results_dir is not None:
+            check_writable_dir(results_dir, "results directory")
     dev = torch.device(device)
     if data is None:
         data = get_dataset(config.data.dataset, data_dir, download, **config.data.options)
@@ -216,11 +240,12 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     per_batch = scheduler is not None and config.schedule.unit == "batch"
 
     start, best_acc, best_state, history, train_seconds = 0, -1.0, None, [], 0.0
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, dev)
-        if ck["key"] != key:
+    ck = _resume_state(ckpt_path, dev, key, ctx)
+    if ck is not None:
+        if ck.get("key") != key:
             raise ValueError(f"checkpoint {ckpt_path} belongs to another config "
-                             f"({ck['key']}, not {key}); delete it or pick another directory")
+                             f"({ck.get('key')}, not {key}); delete it or pick another "
+                             "directory")
         base_model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         if scheduler is not None:

@@ -51,9 +51,9 @@ def test_tiny_run_is_stored_and_reused_through_the_alias(tmp_path):
       "--data-dir", "{tmp}/none"], "cifar10 not found"),
     (["--dataset", "cifar10"], "--model and --input-size are required"),
     (["--dataset", "nope", "--model", "p4_resnet44", "--input-size", "33"], "unknown dataset"),
-    (["--epochs", "0"], "train.epochs"),
-    (["--lr", "inf"], "optim.lr"),
-    (["--batch-size", "-1"], "train.batch_size"),
+    (["--epochs", "0"], "--epochs 0: expected an int >= 1"),
+    (["--lr", "inf"], "--lr inf: expected a finite number > 0"),
+    (["--batch-size", "-1"], "--batch-size -1: expected an int >= 1"),
     (["--set", "test.flipz=true"], "unknown key"),
     (["--set", "nonsense"], "SECTION.KEY=VALUE"),
     (["--device", "gpu0"], "device"),
@@ -113,3 +113,11 @@ def test_a_diverging_run_is_one_line_and_stores_nothing(tmp_path):
     assert out.returncode == 2
     assert "training loss became nan in epoch 1" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "r").exists()
+
+
+def test_set_replaces_one_nested_key_and_keeps_the_others():
+    args = build_parser().parse_args(["train", "--set", "schedule.kwargs.gamma=0.25",
+                                      "--set", "model.kwargs.channels=4"])
+    config = config_from_args(args)
+    assert config.schedule.kwargs == {"step_size": 10, "gamma": 0.25}
+    assert config.model.kwargs == {"dropout": 0.3, "channels": 4}

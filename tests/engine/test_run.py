@@ -2,6 +2,7 @@
 that makes it so, checkpoints loadable with weights_only, the results store, W&B offline."""
 
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -143,6 +144,22 @@ def test_checkpoint_contents_and_weights_only(tmp_path, mnist_data):
     assert ck["key"] == config.key() and ck["sampler"] == {"seed": 3, "next_epoch": 1}
     assert set(metrics["test_acc"]) == {"0.0", "90.0", "45.0"}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", "truncated"])
+def test_an_unreadable_checkpoint_names_its_file(tmp_path, content):
+    path = tmp_path / "last.pt"
+    checkpoint_module.save_checkpoint(path, {"key": "k", "epoch": 1, "w": torch.ones(64)})
+    good = path.read_bytes()
+    path.write_bytes(good[:len(good) // 2] if content == "truncated" else content)
+    with pytest.raises(checkpoint_module.CorruptCheckpoint) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "delete it or move it aside" in str(info.value)
+    assert pickle.loads(pickle.dumps(info.value)).path == path
+    moved = checkpoint_module.set_aside(path)
+    assert not path.exists() and moved.name.startswith("last.pt.corrupt-")
+    path.write_bytes(b"again")
+    assert checkpoint_module.set_aside(path) != moved  # never over an earlier one
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path, mnist_data):
