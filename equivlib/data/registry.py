@@ -52,6 +52,7 @@ def _ensure_loaded() -> None:
         imagenet_tfrecord,
         mnist,
         pcam,
+        pcam_stand_in,
     )
 
 

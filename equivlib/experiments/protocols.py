@@ -39,6 +39,7 @@ PAPER_PROTOCOLS: dict[str, dict[str, Any]] = {
         "test": {"angles": EVERY_10_DEGREES,
                  "error_layers": ["stem", "stages.0", "stages.1", "stages.2"]},
     },
+    "pcam_stand_in": None,  # PCam's protocol (filled in below)
     "imagenet": {  # lr 0.1 per 256 images of global batch; 64 per GPU in the paper
         "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
         "schedule": {"name": "warmup_multistep",
@@ -47,6 +48,7 @@ PAPER_PROTOCOLS: dict[str, dict[str, Any]] = {
         "test": {"angles": QUARTER_TURNS, "topk": [1, 5]},
     },
 }
+PAPER_PROTOCOLS["pcam_stand_in"] = PAPER_PROTOCOLS["pcam"]  # the stand-in runs PCam's
 PCAM_WIDTHS = {"z2_resnet44": [8, 14, 28], "p4_resnet44": [4, 7, 14]}
 
 
@@ -62,7 +64,7 @@ def paper_config(dataset: str, model: str, input_size: int, /, **sections: dict[
     base = copy.deepcopy(PAPER_PROTOCOLS[dataset])
     base["data"] = {"dataset": dataset, "input_size": input_size}
     base["model"] = {"name": model, "kwargs": {}}
-    if dataset == "pcam" and model in PCAM_WIDTHS:
+    if dataset in ("pcam", "pcam_stand_in") and model in PCAM_WIDTHS:
         base["model"]["kwargs"]["widths"] = PCAM_WIDTHS[model]
     for name, values in sections.items():
         if not isinstance(values, dict):

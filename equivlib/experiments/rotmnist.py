@@ -264,9 +264,11 @@ def training_angle_density(regime: RegimeSpec, angles: np.ndarray,
 
 
 def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec],
-                              models: Sequence[ModelSpec], mu: float = 45.0):
+                              models: Sequence[ModelSpec], mu: float = 45.0,
+                              shade_training: bool = True):
     """One panel per regime: accuracy vs test rotation, mean ± std band over seeds per
-    model, the training-angle distribution shaded behind (right axis)."""
+    model, the training-angle distribution shaded behind (right axis) unless
+    ``shade_training`` is off (data without an upright orientation, e.g. PCam)."""
     import matplotlib.pyplot as plt
 
     from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
@@ -280,16 +282,8 @@ def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec]
                              squeeze=False)
     grid = np.linspace(0, 360, 361)
     for ax, regime in zip(axes.flat, regimes, strict=False):
-        density = training_angle_density(regime, grid, mu)
-        twin = ax.twinx()
-        if density is None:  # upright training: all the mass at 0° (= 360°)
-            density = np.where((grid < 3) | (grid > 357), 1.0, 0.0)
-        twin.fill_between(grid, density, color="0.88", lw=0, zorder=0)
-        twin.set_ylim(0, density.max() / 0.3)  # the shading takes the bottom 30 %
-        twin.set_yticks([])
-        twin.spines[["top", "right"]].set_visible(False)
-        ax.set_zorder(twin.get_zorder() + 1)
-        ax.patch.set_visible(False)
+        if shade_training:
+            _shade_training_angles(ax, training_angle_density(regime, grid, mu), grid)
         for i, m in enumerate(models):
             sub = table[(table.regime == regime.label) & (table.model == m.label)]
             stats = sub.groupby("angle").accuracy.agg(["mean", "std"]).reset_index()
@@ -312,12 +306,26 @@ def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec]
     from matplotlib.patches import Patch
 
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    handles.append(Patch(color="0.88", label="distribution of training rotations"))
+    if shade_training:
+        handles.append(Patch(color="0.88", label="distribution of training rotations"))
     band = "; bands: ±1 std over seeds" if table.seed.nunique() > 1 else ""
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8,
                title=f"mean over {table.seed.nunique()} seed(s){band}", title_fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 0.93))
     return fig
+
+
+def _shade_training_angles(ax: Any, density: np.ndarray | None, grid: np.ndarray) -> None:
+    """The training-angle density shaded behind ``ax``'s curves (bottom 30 %, own axis)."""
+    twin = ax.twinx()
+    if density is None:  # upright training: all the mass at 0° (= 360°)
+        density = np.where((grid < 3) | (grid > 357), 1.0, 0.0)
+    twin.fill_between(grid, density, color="0.88", lw=0, zorder=0)
+    twin.set_ylim(0, density.max() / 0.3)
+    twin.set_yticks([])
+    twin.spines[["top", "right"]].set_visible(False)
+    ax.set_zorder(twin.get_zorder() + 1)
+    ax.patch.set_visible(False)
 
 
 def latex_table(summary: pd.DataFrame, caption: str = "", label: str = "tab:rotmnist") -> str:

@@ -1,0 +1,148 @@
+"""PatchCamelyon (notebook 07): Z2 and P4 ResNet-44 at the paper's narrow PCam widths, input
+96 (native; approximately equivariant: the stride-2 stages do not fit) versus 97 (resized;
+exact), tested at rotations every 10 degrees, with the equivariance error of the trained
+models at four depths.
+
+PCam does not ship in a package; the cpu profile runs the same configs on
+:mod:`equivlib.data.pcam_stand_in` (:data:`STAND_IN`), read through the same h5 reader. Its
+numbers are never PCam's. Tables and the accuracy figure are RotMNIST's
+(:mod:`equivlib.experiments.rotmnist`): one "regime" (upright training), models labelled
+``P4-97`` and so on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from equivlib.data.pcam_stand_in import STAND_IN_NOTE  # noqa: F401  (re-exported for notebook 07)
+from equivlib.engine.config import RunConfig
+from equivlib.experiments.params import number_list, split_list
+from equivlib.experiments.protocols import PCAM_WIDTHS, paper_config
+from equivlib.experiments.rotmnist import ModelSpec
+
+DATASETS = ("pcam", "pcam_stand_in")
+STAND_IN = "pcam_stand_in"
+GROUPS = ("z2", "p4")
+DEPTHS = (44, 20)  # the paper's ResNet-44; ResNet-20 (same strides) for the cpu budget
+SIZES = (96, 97)
+ERROR_LAYERS = ("stem", "stages.0", "stages.1", "stages.2")
+DEPTH_LABELS = {"stem": "after lifting conv", "stages.0": "after stage 1",
+                "stages.1": "after stage 2", "stages.2": "after stage 3"}
+
+
+def model_name(group: str, depth: int = 44) -> str:
+    """The registered ResNet of ``group`` (z2, p4) and ``depth`` (44 or 20)."""
+    if group not in GROUPS or depth not in DEPTHS:
+        raise ValueError(f"no PCam ResNet for group {group!r} at depth {depth}; groups "
+                         f"{list(GROUPS)}, depths {list(DEPTHS)}")
+    return f"{group}_resnet{depth}"
+
+
+def pcam_config(dataset: str, group: str, input_size: int, *, seed: int = 0, depth: int = 44,
+                epochs: int | None = None, batch_size: int | None = None,
+                lr: float | None = None, angle_step: float = 10.0,
+                error_images: int = 64, stand_in_sizes: Sequence[int] = (2000, 300, 300),
+                ) -> RunConfig:
+    """One run: PCam's protocol (DESIGN §7: SGD + MultiStepLR, best-valid model, widths Z2
+    [8, 14, 28] / P4 [4, 7, 14] with coset pooling) with these overrides; the test covers
+    rotations every ``angle_step`` degrees and the equivariance error at :data:`ERROR_LAYERS`."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown PCam dataset {dataset!r}; expected one of {DATASETS}")
+    if not 0 < angle_step <= 360 or (360 / angle_step) % 1:
+        raise ValueError(f"angle_step must divide 360, got {angle_step}")
+    name = model_name(group, depth)
+    train: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        train["epochs"] = epochs
+    if batch_size is not None:
+        train["batch_size"] = batch_size
+    sections: dict[str, Any] = {
+        "model": {"kwargs": {"widths": PCAM_WIDTHS[f"{group}_resnet44"]}},
+        "train": train,
+        "test": {"angles": [float(a) for a in np.arange(0.0, 360.0, angle_step)],
+                 "error_layers": list(ERROR_LAYERS), "error_images": error_images}}
+    if dataset == STAND_IN:
+        sections["data"] = {"options": {"sizes": [int(s) for s in stand_in_sizes]}}
+    if lr is not None:
+        sections["optim"] = {"lr": lr}
+    return paper_config(dataset, name, input_size, **sections)
+
+
+def configs_from_params(params: dict[str, Any]) -> list[RunConfig]:
+    """The grid of notebook 07 from its parameters: every (group, size, seed)."""
+    groups = split_list(params["models"], "models")
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        raise ValueError(f"models: unknown entries {bad}; expected some of {list(GROUPS)}")
+    sizes = number_list(params["sizes"], "sizes", int)
+    seeds = params["seeds"]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
+    return [pcam_config(params["dataset"], g, s, seed=seed, depth=params["depth"],
+                        epochs=params["epochs"], batch_size=params["batch_size"],
+                        lr=params["lr"], angle_step=params["angle_step"],
+                        error_images=params["error_images"],
+                        stand_in_sizes=number_list(params["stand_in_sizes"],
+                                                   "stand_in_sizes", int))
+            for g, s, seed in itertools.product(groups, sizes, range(seeds))]
+
+
+def model_specs(configs: Sequence[RunConfig]) -> list[ModelSpec]:
+    """The distinct (model, size) of the configs, in order (labels ``P4-97``, ...)."""
+    return list(dict.fromkeys(ModelSpec(c.model.name, c.data.input_size) for c in configs))
+
+
+def error_table(configs: Sequence[dict[str, Any] | RunConfig],
+                metrics: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Long table: one row per (model, seed, depth) with the trained model's relative
+    equivariance error (Z2 models: their error under the same rotations, for contrast)."""
+    rows = []
+    for c, m in zip(configs, metrics, strict=True):
+        c = RunConfig.from_dict(c)
+        label = ModelSpec(c.model.name, c.data.input_size).label
+        for layer, error in m.get("equivariance_error", {}).items():
+            rows.append({"model": label, "seed": c.train.seed, "layer": layer,
+                         "depth": DEPTH_LABELS.get(layer, layer), "error": float(error)})
+    return pd.DataFrame(rows)
+
+
+def error_summary(errors: pd.DataFrame) -> pd.DataFrame:
+    """Mean and largest error over seeds per model and depth, depths in network order."""
+    out = errors.groupby(["model", "layer"], sort=False).error.agg(["mean", "max"])
+    return out.reset_index()
+
+
+def plot_errors(errors: pd.DataFrame, specs: Sequence[ModelSpec]):
+    """Figure 2: equivariance error of the trained models at four depths (log scale), one
+    group of bars per depth, exact size beside the one pixel off, dots for each seed."""
+    import matplotlib.pyplot as plt
+
+    from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
+
+    group_specs = [s for s in specs if s.exact is not None]
+    layers = [layer for layer in ERROR_LAYERS if layer in set(errors.layer)]
+    fig, ax = plt.subplots(figsize=(8.6, 3.6))
+    width = 0.8 / max(len(group_specs), 1)
+    floor = 1e-17
+    for i, spec in enumerate(group_specs):
+        colour = EXACT_COLOR if spec.exact else INEXACT_COLOR
+        sub = errors[errors.model == spec.label]
+        x = np.arange(len(layers)) + (i - (len(group_specs) - 1) / 2) * width
+        means = [max(sub[sub.layer == layer].error.mean(), floor) for layer in layers]
+        ax.bar(x, means, width * 0.9, color=colour, alpha=0.75,
+               label=f"{spec.label} ({'exact' if spec.exact else 'approximate'})")
+        for xi, layer in zip(x, layers, strict=True):
+            seeds = np.maximum(sub[sub.layer == layer].error.to_numpy(), floor)
+            ax.plot(np.full(len(seeds), xi), seeds, "o", color=NEUTRAL_COLOR, ms=2.5)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), [DEPTH_LABELS[layer] for layer in layers])
+    ax.set_ylabel("relative equivariance error")
+    ax.set_title("trained P4 models: error under quarter turns at four depths")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
