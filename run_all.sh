@@ -5,17 +5,23 @@
 #   ./run_all.sh --profile smoke      quick functional check of every notebook
 #   ./run_all.sh --only 01,04         rebuild only these notebooks
 #   ./run_all.sh --test               pytest tests/ and pytest --nbval notebooks/
+#   ./run_all.sh --lab                JupyterLab at notebooks/ on 127.0.0.1 (token login)
 set -uo pipefail
 cd "$(dirname "$0")"
 
 usage() {
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:
   --profile smoke|cpu|paper   parameters from params/<profile>.yaml (default: cpu)
   --only NN[,NN...]           notebook numbers to run (default: all)
   --test                      run the test suites instead of rebuilding figures
+  --lab                       start JupyterLab from .venv at notebooks/, bound to 127.0.0.1
+                              with token authentication (remote: use an SSH tunnel)
+  --port N                    JupyterLab's port with --lab (default 8888)
+  --no-browser                with --lab: print the URL instead of opening a browser
+  -- ARGS...                  with --lab: further options for jupyter lab (e.g. --allow-root)
   -h, --help                  this help
 
 Environment: PYTHON (interpreter used to create .venv, default python3),
@@ -25,21 +31,35 @@ EOF
 
 profile=cpu
 only=""
+only_given=0
 mode=rebuild
+port=8888
+browser=1
+jupyter_extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) [ $# -ge 2 ] || { echo "run_all.sh: error: --profile needs a value" >&2; exit 2; }
                    profile="$2"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
         --only) [ $# -ge 2 ] || { echo "run_all.sh: error: --only needs a value" >&2; exit 2; }
-                only="$2"; shift 2 ;;
-        --only=*) only="${1#*=}"; shift ;;
+                only="$2"; only_given=1; shift 2 ;;
+        --only=*) only="${1#*=}"; only_given=1; shift ;;
         --test) mode=test; shift ;;
+        --lab) mode=lab; shift ;;
+        --port) [ $# -ge 2 ] || { echo "run_all.sh: error: --port needs a value" >&2; exit 2; }
+                port="$2"; shift 2 ;;
+        --port=*) port="${1#*=}"; shift ;;
+        --no-browser) browser=0; shift ;;
+        --) shift; jupyter_extra=("$@"); break ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run_all.sh: error: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
     esac
 done
 
+case "$port" in
+    ''|*[!0-9]*) echo "run_all.sh: error: --port '$port' is not a port number (e.g. --port 8889)" >&2
+                 exit 2 ;;
+esac
 if [ "$mode" = rebuild ] && [ ! -f "params/$profile.yaml" ]; then
     known=$(ls params/*.yaml 2>/dev/null | xargs -n1 basename | sed 's/\.yaml$//' | paste -sd, -)
     echo "run_all.sh: error: unknown profile '$profile': expected one of $known" >&2
@@ -78,10 +98,39 @@ PY="$VENV/bin/python"
 
 if [ "$mode" = rebuild ]; then
     args=(--profile "$profile")
-    [ -n "$only" ] && args+=(--only "$only")
+    # passed on whenever given: an empty --only is an error there, not "run everything"
+    [ "$only_given" = 1 ] && args+=(--only "$only")
     # jupyter kernels warn on stderr about local TCP transport: noise for this use
     "$PY" tools/run_notebooks.py "${args[@]}" 2> >(grep -v --line-buffered 'TCP without encryption' >&2)
     exit $?
+fi
+
+# ---- JupyterLab: localhost only, never without a token (Jupyter generates one) ----
+if [ "$mode" = lab ]; then
+    # the project is the root (build/cpu/ stays reachable); the browser opens at notebooks/
+    lab_args=(--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
+              --ServerApp.ip=127.0.0.1 --ServerApp.port="$port"
+              --ServerApp.port_retries=0)
+    [ "$browser" = 1 ] || lab_args+=(--no-browser)
+    lab_args+=("${jupyter_extra[@]}")
+    if [ "$(id -u)" = 0 ] && [[ " ${jupyter_extra[*]} " != *" --allow-root "* ]]; then
+        echo "run_all.sh: error: JupyterLab refuses to run as root; run it as a normal user" \
+             "or, in a container, add: ./run_all.sh --lab -- --allow-root" >&2
+        exit 2
+    fi
+    # a user config with token '' and no password would open the server to every local user
+    lab_config=$("$VENV/bin/jupyter" lab --show-config "${lab_args[@]}" 2>/dev/null)
+    if grep -Eq "^ +\.token = ''$" <<<"$lab_config" \
+       && ! grep -Eq "^ +\.(hashed_)?password = '.+'$" <<<"$lab_config"; then
+        echo "run_all.sh: error: your Jupyter config sets an empty token (no authentication);" \
+             "remove that setting (see: $VENV/bin/jupyter lab --show-config)" >&2
+        exit 2
+    fi
+    echo "JupyterLab at notebooks/ on http://127.0.0.1:$port, token login (the URL with the token follows)"
+    echo "remote machine? do not open the port; tunnel it from your computer:"
+    echo "  ssh -L $port:localhost:$port $(hostname)   (or however you reach this machine)"
+    echo "then open the http://localhost:$port/lab/...?token=... URL below on your computer. Ctrl-C stops it."
+    exec "$VENV/bin/jupyter" lab "${lab_args[@]}"
 fi
 
 # ---- tests: library tests, then the notebooks' stored outputs; neither may touch figures/ ----

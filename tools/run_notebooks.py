@@ -4,8 +4,10 @@ Each notebook runs with the parameters of ``params/<profile>.yaml`` (its own sec
 ``profile`` and ``out_dir``) and writes its executed copy to ``build/<profile>/``. Its
 figures go to a fresh staging folder; only when the notebook finishes are they renamed
 into ``figures/`` (``build/smoke/figures/`` for the smoke profile, so a quick check never
-replaces the committed cpu figures), so a failing notebook leaves its old figures untouched.
-All arguments are validated before any notebook starts.
+replaces the committed cpu figures), so a failing notebook leaves its old figures untouched;
+the renames are all-or-nothing per notebook (a failure restores the old set). All arguments
+and the params file (its sections are notebook names, its keys the notebook's parameters,
+its values of the declared types) are validated before any notebook starts.
 
 While a notebook runs, the terminal shows which one, what it is doing (the training grid
 reports through ``EQUIVLIB_PROGRESS_FILE``, see :mod:`equivlib.progress`), the elapsed time
@@ -18,6 +20,9 @@ the running notebook's processes, says what finished and what is kept, and exits
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
+import json
 import os
 import re
 import shutil
@@ -30,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-
-from equivlib import progress
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
@@ -62,40 +65,228 @@ def available_profiles(params_dir: Path) -> list[str]:
 
 
 def load_profile(params_dir: Path, profile: str) -> dict:
+    """The parsed ``params/<profile>.yaml`` (a mapping of notebook names to parameters)."""
     profiles = available_profiles(params_dir)
     if profile not in profiles:
         raise UsageError(
             f"unknown profile {profile!r}: expected one of {', '.join(profiles)} "
             f"(files in {params_dir})"
         )
-    data = yaml.safe_load((params_dir / f"{profile}.yaml").read_text()) or {}
+    try:
+        data = yaml.safe_load((params_dir / f"{profile}.yaml").read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UsageError(f"params/{profile}.yaml is not valid YAML{line} ({problem}); "
+                         f"fix the file; no notebook was run") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{params_dir / profile}.yaml must map notebook names to parameters")
+        raise UsageError(f"params/{profile}.yaml must map notebook names to parameters "
+                         f"('01_subsampling: {{...}}'); no notebook was run")
     return data
 
 
 def select(notebooks: dict[str, Path], only: str | None) -> list[str]:
+    """The notebook numbers ``--only`` asks for (all when it is not given)."""
     if not notebooks:
         raise UsageError("no notebooks found (expected notebooks/NN_name.ipynb)")
-    if not only:
+    if only is None:
         return list(notebooks)
+    available = ", ".join(notebooks)
     wanted = [part.strip() for part in only.split(",") if part.strip()]
     wanted = [w.zfill(2) if w.isdigit() else w for w in wanted]
+    if not wanted:
+        raise UsageError(
+            f"--only {only!r} names no notebook: give numbers such as --only 01,04 "
+            f"(available: {available}), or leave --only out to run them all"
+        )
     unknown = [w for w in wanted if w not in notebooks]
     if unknown:
         raise UsageError(
-            f"unknown notebook number(s) {', '.join(unknown)}: available are "
-            f"{', '.join(notebooks)}"
+            f"--only {only!r}: unknown notebook number(s) {', '.join(unknown)} "
+            f"(available: {available}); no notebook was run"
         )
     return list(dict.fromkeys(wanted))
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One line of a notebook's ``parameters`` cell: its name, declared type and default."""
+
+    name: str
+    kind: str | None
+    default: object
+
+
+def _parameters_source(notebook: Path) -> str | None:
+    """The source of the code cell tagged ``parameters`` (None when there is none)."""
+    cells = json.loads(notebook.read_text()).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") == "code" and \
+                "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            return "".join(source) if isinstance(source, list) else source
+    return None
+
+
+def _literal(node: ast.expr | None) -> object:
+    """The value of a literal default (None for anything computed)."""
+    try:
+        return ast.literal_eval(node) if node is not None else None
+    except ValueError:
+        return None
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Parameter]:
+    """The parameters a notebook declares (``name: type = default`` or ``name = default``)."""
+    source = _parameters_source(notebook)
+    if source is None:
+        return {}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise UsageError(f"{notebook.name}: its parameters cell does not parse ({exc.msg}, "
+                         f"line {exc.lineno}); fix the notebook") from None
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            default = _literal(node.value)
+            kind = node.annotation.id if isinstance(node.annotation, ast.Name) else None
+            found[node.target.id] = Parameter(node.target.id, kind, default)
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            default = _literal(node.value)
+            kind = type(default).__name__ if default is not None else None
+            found[node.targets[0].id] = Parameter(node.targets[0].id, kind, default)
+    return found
+
+
+DRIVER_PARAMETERS = ("profile", "out_dir")  # set by this driver for every notebook
+TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text",
+              "bool": "true or false"}
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    """"did you mean 'x'?" for the closest valid name, else the list of valid names."""
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"valid are {', '.join(valid) or 'none'}."
+
+
+def _fits(kind: str | None, value: object) -> bool:
+    """Whether a YAML value can stand for a parameter declared as ``kind``."""
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return True  # a type this check does not know: the notebook decides
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _type_hint(parameter: Parameter, value: object) -> str:
+    """What to write instead of ``value`` for ``parameter``."""
+    name, kind = parameter.name, parameter.kind
+    if kind == "str":
+        return f'quote it: {name}: "{value}"'
+    numeric = isinstance(value, str) and _looks_numeric(value)
+    exponent = re.fullmatch(r"([+-]?\d+)(?:\.(\d*))?[eE]([+-]?)(\d+)", value) \
+        if isinstance(value, str) else None
+    if kind == "float" and exponent:  # YAML 1.1 floats need a point and a signed exponent
+        mantissa, decimals, sign, power = exponent.groups()
+        fixed = f"{mantissa}.{decimals or 0}e{sign or '+'}{power}"
+        return f"YAML reads {value} as text: write {name}: {fixed}"
+    if numeric and (kind == "float" or value.strip().lstrip("+-").isdigit()):
+        return f"write it without quotes: {name}: {value.strip()}"
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return f"write {name}: {int(value)}"
+    if kind == "bool":
+        return f"write {name}: true or {name}: false"
+    return f"write {TYPE_WORDS.get(kind, kind)}, like the default {parameter.default!r}"
+
+
+def _type_problem(section: str, parameter: Parameter, value: object) -> str | None:
+    """Why ``value`` cannot be given to ``parameter`` (None when it can)."""
+    if value is None and parameter.default is not None:
+        return (f"{section}: {parameter.name} has no value; give one like the notebook's "
+                f"default {parameter.default!r}, or remove the key to use that default")
+    if value is None or _fits(parameter.kind, value):
+        return None
+    got = f"{type(value).__name__} {value!r}"
+    if len(got) > 60:
+        got = got[:57] + "..."
+    return (f"{section}: {parameter.name} must be {parameter.kind} "
+            f"(the notebook's default is {parameter.default!r}), got {got}; "
+            f"{_type_hint(parameter, value)}")
+
+
+def _section_problems(section: str, values: object, notebook: Path) -> list[str]:
+    """What is wrong with one section of a params file (empty when nothing is)."""
+    if values is None:
+        return []
+    if not isinstance(values, dict):
+        return [f"section {section!r} must map parameter names to values, "
+                f"got {type(values).__name__}; write e.g. '{section}: {{}}'"]
+    declared = notebook_parameters(notebook)
+    valid = [name for name in declared if name not in DRIVER_PARAMETERS]
+    problems = []
+    for key, value in values.items():
+        if key in DRIVER_PARAMETERS:
+            problems.append(f"{section}: {key!r} is set by run_all.sh for every notebook; "
+                            f"remove it from the section")
+        elif key not in declared:
+            problems.append(f"{section}: unknown parameter {key!r}: {_suggest(str(key), valid)}"
+                            f" Fix the key (the parameters are the cell tagged 'parameters'"
+                            f" of notebooks/{notebook.name})")
+        else:
+            problem = _type_problem(section, declared[key], value)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def profile_problems(settings: dict, notebooks: dict[str, Path]) -> list[str]:
+    """Every problem of a params file: unknown sections, unknown keys, mistyped values."""
+    by_name = {path.stem: path for path in notebooks.values()}
+    problems = []
+    for section, values in settings.items():
+        if section not in by_name:
+            problems.append(f"unknown section {section!r}: {_suggest(str(section), list(by_name))}"
+                            f" Rename or remove it (sections are the notebook names in"
+                            f" notebooks/)")
+        else:
+            problems.extend(_section_problems(section, values, by_name[section]))
+    return problems
+
+
+def check_profile(settings: dict, notebooks: dict[str, Path], params_file: str) -> None:
+    """Raise one line naming the params file's first problem (and how many more there are)."""
+    problems = profile_problems(settings, notebooks)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s) in this file)" \
+            if len(problems) > 1 else ""
+        raise UsageError(f"{params_file}: {problems[0]}{more}; no notebook was run")
 
 
 def plan(profile: str, only: str | None, root: Path = ROOT) -> list[Job]:
     """Validate the request and return the jobs to run, before running anything."""
     settings = load_profile(root / "params", profile)
     notebooks = available_notebooks(root / "notebooks")
+    numbers = select(notebooks, only)
+    check_profile(settings, notebooks, f"params/{profile}.yaml")
     jobs = []
-    for number in select(notebooks, only):
+    for number in numbers:
         path = notebooks[number]
         params = dict(settings.get(path.stem) or {})
         params["profile"] = profile
@@ -103,16 +294,74 @@ def plan(profile: str, only: str | None, root: Path = ROOT) -> list[Job]:
     return jobs
 
 
+class PromotionError(Exception):
+    """A staged file could not be renamed into place; the old set was restored."""
+
+
+def _keep_copy(target: Path, backup: Path) -> None:
+    """Keep the current ``target`` as ``backup`` (a hard link; a copy where links fail)."""
+    try:
+        os.link(target, backup)
+    except OSError:
+        shutil.copy2(target, backup)
+
+
+def _roll_back(done: list[tuple[Path, Path | None]]) -> list[str]:
+    """Undo renames (newest first): restore each kept old file, delete the new-only ones.
+    Return the names that could not be restored."""
+    stuck = []
+    for target, backup in reversed(done):
+        try:
+            if backup is None:
+                target.unlink(missing_ok=True)
+            else:
+                os.replace(backup, target)
+        except OSError:
+            stuck.append(target.name)
+    return stuck
+
+
+def _staged_files(staging: Path) -> list[Path]:
+    """The files a notebook left in its staging folder, in name order."""
+    return [p for p in sorted(staging.iterdir()) if p.is_file() and not p.name.startswith(".")]
+
+
+def _promotion_failure(exc: OSError, stuck: list[str], backups: Path) -> str:
+    """The one line that says which file failed and what the figures now hold."""
+    what = f"{type(exc).__name__}: {exc.strerror or exc}"
+    where = exc.filename2 or exc.filename or "?"
+    kept = (f"could not restore {', '.join(stuck)} (old copies in {backups})" if stuck
+            else "the old figures were restored")
+    return (f"promoting figures failed at {where} ({what}); {kept}; make "
+            f"{Path(where).name} replaceable (permissions?) and run again")
+
+
 def promote(staging: Path, figures: Path) -> list[Path]:
-    """Rename every file the notebook staged into ``figures`` (same filesystem: atomic)."""
-    figures.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for path in sorted(staging.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            target = figures / path.name
-            path.replace(target)
-            moved.append(target)
-    return moved
+    """Rename every file the notebook staged into ``figures`` (same filesystem: atomic each),
+    all or nothing: when one rename fails, the files already renamed are put back to the old
+    set (new-only files deleted) and :class:`PromotionError` says which file failed."""
+    backups = staging.with_name(staging.name + ".previous")
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        figures.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(backups, ignore_errors=True)
+        backups.mkdir(parents=True)
+        for path in _staged_files(staging):
+            target, backup = figures / path.name, None
+            if target.exists():
+                backup = backups / path.name
+                _keep_copy(target, backup)
+            os.replace(path, target)
+            done.append((target, backup))
+    except BaseException as exc:  # an OSError, or Ctrl-C / SIGTERM mid-way: old set back
+        stuck = _roll_back(done)
+        if not stuck:
+            shutil.rmtree(backups, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
+        raise PromotionError(_promotion_failure(exc, stuck, backups)) from None
+    shutil.rmtree(backups, ignore_errors=True)
+    return [target for target, _ in done]
 
 
 class Interrupted(Exception):
@@ -214,6 +463,8 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
             display: Display | None = None) -> Outcome:
     """Execute one notebook with papermill in its own process group, showing its progress;
     on success rename its staged files into ``figures``."""
+    from equivlib import progress  # here: equivlib loads torch, not needed to refuse bad input
+
     display = display or Display()
     build = root / "build" / profile
     staging = build / "staging" / job.notebook.stem
@@ -253,7 +504,10 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
     if proc.returncode != 0:
         return Outcome(job.notebook.name, False, _last_error("".join(stderr_chunks)), seconds,
                        **counts)
-    moved = promote(staging, figures)
+    try:
+        moved = promote(staging, figures)
+    except PromotionError as exc:
+        return Outcome(job.notebook.name, False, str(exc), seconds, **counts)
     return Outcome(job.notebook.name, True, f"{len(moved)} file(s) -> {figures}", seconds,
                    moved, **counts)
 
@@ -311,15 +565,29 @@ def interrupted_report(jobs: list[Job], outcomes: list[Outcome], why: str) -> st
         "  run the same command again to resume."])
 
 
+def print_parameters(jobs: list[Job]) -> int:
+    """Print one notebook's parameters as a papermill parameters file (``-f``)."""
+    if len(jobs) != 1:
+        raise UsageError("--params-for takes one notebook number, e.g. --params-for 01")
+    print(yaml.safe_dump(jobs[0].parameters, sort_keys=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers")
+    parser.add_argument("--params-for", metavar="NN", default=None,
+                        help="print notebook NN's parameters in this profile as YAML (for "
+                             "papermill -f) and exit")
     parser.add_argument("--root", default=str(ROOT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.root)
     try:
-        jobs = plan(args.profile, args.only, root)
+        jobs = plan(args.profile, args.only if args.params_for is None else args.params_for,
+                    root)
+        if args.params_for is not None:
+            return print_parameters(jobs)
     except UsageError as exc:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
@@ -336,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     if failed:
         print(f"{len(failed)} of {len(jobs)} notebook(s) FAILED: {', '.join(failed)} "
-              f"(executed copies with the error in build/{args.profile}/)")
+              f"(why: the FAILED lines above; executed copies in build/{args.profile}/)")
         return 1
     print(f"all {len(jobs)} notebook(s) ok")
     return 0
