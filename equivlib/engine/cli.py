@@ -150,6 +150,10 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
                     "resume. Under torchrun the run is spread over the processes (DDP).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("what to train")
+    g.add_argument("--config", default=None, metavar="FILE",
+                   help="a whole run config (JSON or YAML, as --print-config writes it; "
+                        "what `grid` hands to torchrun); the other flags of this group are "
+                        "then ignored, --set still applies")
     g.add_argument("--dataset", default="mnist", help="registered dataset (see `list`)")
     g.add_argument("--model", default=None, help=_model_help())
     g.add_argument("--input-size", type=int, default=None,
@@ -234,7 +238,9 @@ def config_from_args(a: argparse.Namespace) -> Any:
     from equivlib.experiments.protocols import paper_config
     from equivlib.experiments.rotmnist import rotmnist_config
 
-    if a.dataset == "mnist":
+    if a.config is not None:
+        config = _config_file(Path(a.config))
+    elif a.dataset == "mnist":
         angles = a.angles
         if angles is None:
             angles = [float(i * a.angle_step) for i in range(int(360 // a.angle_step))
@@ -275,6 +281,26 @@ def config_from_args(a: argparse.Namespace) -> Any:
         return config
     from equivlib.engine.config import RunConfig
     return RunConfig.from_dict(_merge(config.to_dict(), overrides))
+
+
+def _config_file(path: Path) -> Any:
+    """The run config in ``path`` (JSON or YAML); CliError naming the file otherwise."""
+    from equivlib.engine.config import RunConfig
+
+    try:
+        text = path.read_text()
+        try:  # JSON first: YAML 1.1 reads JSON's 1e-05 as a string
+            loaded = json.loads(text)
+        except json.JSONDecodeError:
+            loaded = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        raise CliError(f"--config {path}: cannot read a JSON or YAML config from it "
+                       f"({reason})") from None
+    try:
+        return RunConfig.from_dict(loaded)
+    except ValueError as exc:
+        raise CliError(f"--config {path}: {exc}") from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -373,7 +399,16 @@ def _grid_builders() -> dict[str, tuple[Any, Any]]:
     return {"04_rotmnist_rotation": (rotmnist.configs_from_params, _rotmnist_label),
             "05_rotmnist_statistics": (rotmnist.configs_from_params, _rotmnist_label),
             "06_classification": (classification.configs_from_params, _classification_label),
-            "07_pcam": (pcam.configs_from_params, _rotmnist_label)}
+            "07_pcam": (pcam.configs_from_params, _rotmnist_label),
+            "08_imagenet": (_imagenet_configs, _rotmnist_label)}
+
+
+def _imagenet_configs(params: dict[str, Any]) -> list[Any]:
+    """Notebook 08's grid; with ``stand_in`` the shards are written first, as the notebook
+    does, and ``data_dir`` must then be the stand-in directory (``grid`` sets it)."""
+    from equivlib.experiments import imagenet
+
+    return imagenet.configs_from_params(params, imagenet.stand_in_manifest(params))
 
 
 def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
@@ -446,6 +481,10 @@ def grid_command(a: argparse.Namespace) -> int:
         if getattr(a, flag) is not None:
             params[flag] = getattr(a, flag)
     part = parse_shard(a.shard) if a.shard is not None else None
+    # the notebook's directories are relative to notebooks/, where papermill runs it
+    base = root / "notebooks"
+    if params.get("stand_in_dir"):
+        params["stand_in_dir"] = str(base / params["stand_in_dir"])
     try:
         build, label = builders[a.notebook]
         configs = build(params)
@@ -453,8 +492,6 @@ def grid_command(a: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if part is not None:
         configs = shard(configs, *part)
-    # the notebook's directories are relative to notebooks/, where papermill runs it
-    base = root / "notebooks"
     results_dir = base / params["results_dir"]
     checkpoint_dir = base / params["checkpoint_dir"]
     if a.list:
@@ -484,10 +521,13 @@ def grid_command(a: argparse.Namespace) -> int:
     if part is not None:
         print(f"shard {part[0]}/{part[1]}: {len(configs)} run(s)", flush=True)
     try:
+        data_dir = (params["stand_in_dir"] if params.get("stand_in")
+                    else params.get("data_dir") or None)
         run_grid(configs, results_dir, checkpoint_dir, workers=params["workers"],
-                 threads=params["threads"], data_dir=params.get("data_dir") or None,
+                 threads=params["threads"], data_dir=data_dir,
                  download=bool(params.get("download", False)), device=params["device"],
-                 on_done=report, on_held=held)
+                 processes_per_run=params.get("gpus_per_run", 1), on_done=report,
+                 on_held=held)
     except (ValueError, DatasetMissingError) as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -25,6 +25,7 @@ from equivlib import progress
 from equivlib.data.base import DatasetMissingError, DatasetSplits
 from equivlib.data.registry import check_dataset, get_dataset
 from equivlib.engine.config import RunConfig
+from equivlib.engine.launch import train_with_torchrun
 from equivlib.engine.run import check_device, prepare, progress_enabled, run
 from equivlib.store.claims import STALE_AFTER_SECONDS, claimed, read_claim
 from equivlib.store.results import load_result
@@ -65,9 +66,10 @@ def check_data(configs: Sequence[RunConfig], data_dir: str | None = None,
 
 def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
                data_dir: str | None, download: bool, threads: int, device: str,
-               stale_after: float) -> tuple[str, Any]:
+               stale_after: float, processes: int = 1) -> tuple[str, Any]:
     """``("trained" | "reused", metrics)``, or ``("held", holder)`` when another process
-    has claimed the run."""
+    has claimed the run. ``processes`` > 1 trains it with that many DDP processes
+    (torchrun, :mod:`equivlib.engine.launch`)."""
     c = RunConfig.from_dict(config)
     key = c.key()
     with claimed(results_dir, key, stale_after=stale_after) as mine:
@@ -76,6 +78,11 @@ def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
             return "reused", stored["metrics"]
         if not mine:
             return "held", read_claim(results_dir, key)
+        if processes > 1:
+            return "trained", train_with_torchrun(
+                c, processes, results_dir=results_dir,
+                checkpoint_dir=Path(checkpoint_root) / key, data_dir=data_dir,
+                download=download, device=device, threads=threads)
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -103,12 +110,14 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
              on_done: Callable[[dict[str, Any], dict[str, Any], bool], None] | None = None,
              on_held: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
              poll_seconds: float = 5.0, stale_after: float = STALE_AFTER_SECONDS,
-             ) -> list[dict[str, Any]]:
+             processes_per_run: int = 1) -> list[dict[str, Any]]:
     """Metrics of every config, in order: stored ones reused, missing ones trained.
 
     ``workers`` > 1 trains that many runs at once in spawned processes, each with
     ``threads`` torch threads (``device``: see :func:`equivlib.engine.run.run`);
     ``download`` lets torchvision fetch a missing dataset (paper profile only).
+    ``processes_per_run`` > 1 trains each run with torchrun over that many DDP processes
+    (one per GPU with ``device="cuda"``; gloo processes on the CPU), ``threads`` each.
     Each run is claimed in the results store before it trains (:mod:`equivlib.store.claims`),
     so processes sharing the store (grid shards, two notebooks) never train a run twice: a
     run another live process holds is waited for (checked every ``poll_seconds``; taken over
@@ -118,8 +127,9 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
     each missing dataset, :func:`check_data`); a failed run
     raises :class:`GridRunError` after the runs in flight have finished and been stored.
     """
-    if workers < 1 or threads < 1:
-        raise ValueError(f"workers and threads must be >= 1, got {workers}, {threads}")
+    if workers < 1 or threads < 1 or processes_per_run < 1:
+        raise ValueError(f"workers, threads and processes_per_run must be >= 1, got "
+                         f"{workers}, {threads}, {processes_per_run}")
     check_device(device)
     data_dir = None if data_dir in (None, "") else str(data_dir)
     checked = [prepare(c, data_dir=data_dir, device=device, check_data=False)
@@ -161,7 +171,7 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
             on_done(missing[key], metrics, status == "reused")
 
     args = (str(results_dir), str(checkpoint_root), data_dir, download, threads, device,
-            stale_after)
+            stale_after, processes_per_run)
     pending, told = dict(missing), set()
     report()
     try:
