@@ -116,6 +116,9 @@ def rotmnist_config(model: str = "p4_mnist_cnn", input_size: int = 28, *,
     same settings give the same results-store key."""
     if input_size not in INPUT_SIZES:
         raise ValueError(f"RotMNIST input_size must be one of {INPUT_SIZES}, got {input_size!r}")
+    if isinstance(sizes, str | bytes):  # "643" would become [6, 4, 3]
+        raise ValueError(f"sizes must be 3 numbers (train, valid, test), got the string "
+                         f"{sizes!r}; write [6000, 4000, 3000] or parse '6000,4000,3000' first")
     kwargs: dict[str, Any] = {"dropout": dropout}
     if channels is not None:
         kwargs["channels"] = channels

@@ -271,10 +271,8 @@ def test_default_output_kind_cannot_mislead():
     assert equivariance_error(_lift(), X33, "p4").max() < 1e-12
 
 
-@pytest.mark.xfail(strict=True, reason="experiments.rotmnist.rotmnist_config turns the string "
-                                       "'643' into [6, 4, 3] (outside this change)")
 def test_rotmnist_config_refuses_a_sizes_string():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got the string '643'"):
         rotmnist_config("p4_mnist_cnn", 28, sizes="643")
 
 
