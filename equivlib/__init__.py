@@ -3,19 +3,32 @@
 Runnable companion of *Using and Abusing Equivariance* (Edixhoven, Lengyel, van Gemert,
 ICCV Workshops 2023). The public API, by concern:
 
-- groups and layers: :data:`P4`, :data:`P4M`, :class:`LiftingConv2d`, :class:`GroupConv2d`,
-  :class:`GroupBatchNorm`, :class:`GroupMaxPool2d`, :class:`CosetPool`;
-- models: :func:`get_model`, :func:`list_models`, :func:`register_model`;
-- exactness: :func:`trace`, :func:`nearest_exact_size`, :func:`is_exact`;
+- groups and layers: :data:`P4`, :data:`P4M`, :func:`get_group`, :class:`LiftingConv2d`,
+  :class:`GroupConv2d`, :class:`GroupBatchNorm`, :class:`GroupMaxPool2d`,
+  :class:`GroupAvgPool2d`, :class:`CosetPool`;
+- models: :func:`get_model`, :func:`list_models`, :func:`register_model`; :func:`export`
+  (also ``model.export()``) rebuilds a model from ``torch.nn`` layers only, same outputs in
+  eval mode (``equivlib.export`` is this function; the module's other names via
+  ``from equivlib.export import ...``);
+- exactness: :func:`trace`, :func:`exact_input_sizes`, :func:`nearest_exact_size`,
+  :func:`is_exact`;
 - checks: :func:`equivariance_error`, :func:`layerwise_errors`, :func:`assert_equivariant`;
 - data: :func:`get_dataset`, :func:`list_datasets`; training: :func:`run`, :func:`run_grid`,
   :class:`RunConfig` (imported on first use: ``equivlib.data``, ``equivlib.engine``).
 """
 
 from equivlib.checks import assert_equivariant, equivariance_error, layerwise_errors
-from equivlib.exactness import is_exact, nearest_exact_size, trace
+from equivlib.exactness import exact_input_sizes, is_exact, nearest_exact_size, trace
+from equivlib.export import export
 from equivlib.groups import P4, P4M, get_group
-from equivlib.layers import CosetPool, GroupBatchNorm, GroupConv2d, GroupMaxPool2d, LiftingConv2d
+from equivlib.layers import (
+    CosetPool,
+    GroupAvgPool2d,
+    GroupBatchNorm,
+    GroupConv2d,
+    GroupMaxPool2d,
+    LiftingConv2d,
+)
 from equivlib.models import get_model, list_models, register_model
 
 __version__ = "0.1.0"
@@ -24,10 +37,11 @@ _LAZY = {"get_dataset": "equivlib.data", "list_datasets": "equivlib.data",
          "run": "equivlib.engine.run", "run_grid": "equivlib.engine",
          "RunConfig": "equivlib.engine"}
 
-__all__ = ["P4", "P4M", "CosetPool", "GroupBatchNorm", "GroupConv2d", "GroupMaxPool2d",
-           "LiftingConv2d", "assert_equivariant", "equivariance_error", "get_group",
-           "get_model", "is_exact", "layerwise_errors", "list_models", "nearest_exact_size",
-           "register_model", "trace", *_LAZY]
+__all__ = ["P4", "P4M", "CosetPool", "GroupAvgPool2d", "GroupBatchNorm", "GroupConv2d",
+           "GroupMaxPool2d", "LiftingConv2d", "assert_equivariant", "equivariance_error",
+           "exact_input_sizes", "export", "get_group", "get_model", "is_exact",
+           "layerwise_errors", "list_models", "nearest_exact_size", "register_model", "trace",
+           *_LAZY]
 
 
 def __getattr__(name: str):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from equivlib.export import ExportMixin
 from equivlib.groups import Group, get_group
 from equivlib.layers import (
     CosetPool,
@@ -145,7 +146,7 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(ExportMixin, nn.Module):
     """Pre-activation ResNet on Z2 (``group=None``), P4 or P4M.
 
     3x3 stride-1 stem, stages of :class:`PreActBlock` (the first block of a stage carries
@@ -194,7 +195,7 @@ class PreActResNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------- RotMNIST CNN
-class RotMNISTCNN(nn.Module):
+class RotMNISTCNN(ExportMixin, nn.Module):
     """The RotMNIST CNN of the paper (P4CNN-style, Cohen & Welling 2016), 7 convs:
 
     lift/conv 3x3 pad 1 (``in_channels`` -> C), conv 3x3 pad 1, 2x2 max-pool (28 -> 14),
@@ -244,7 +245,7 @@ class RotMNISTCNN(nn.Module):
 
 
 # ---------------------------------------------------------------------------- single layer
-class SingleLayerP4(nn.Module):
+class SingleLayerP4(ExportMixin, nn.Module):
     """One strided P4 lifting conv (3x3, stride 2, pad 1) -> global average pool -> coset
     max pool -> linear: the smallest network that can *learn* to break invariance (C4).
 
