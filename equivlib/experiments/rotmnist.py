@@ -326,11 +326,12 @@ def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec]
     from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
 
     approximate = iter([INEXACT_COLOR, "#e08214", "#8073ac", "#b35806"] * len(models))
-    colours = [NEUTRAL_COLOR if m.exact is None else EXACT_COLOR if m.exact
+    plain = iter([NEUTRAL_COLOR, "0.62", "0.8"] * len(models))  # Z2 models: greys
+    colours = [next(plain) if m.exact is None else EXACT_COLOR if m.exact
                else next(approximate) for m in models]
     cols = min(len(regimes), 2)
     rows = int(np.ceil(len(regimes) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.6 * rows), sharey=True,
+    fig, axes = plt.subplots(rows, cols, figsize=(max(6.2 * cols, 9.0), 3.6 * rows), sharey=True,
                              squeeze=False)
     grid = np.linspace(0, 360, 361)
     for ax, regime in zip(axes.flat, regimes, strict=False):
