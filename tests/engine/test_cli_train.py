@@ -121,3 +121,20 @@ def test_set_replaces_one_nested_key_and_keeps_the_others():
     config = config_from_args(args)
     assert config.schedule.kwargs == {"step_size": 10, "gamma": 0.25}
     assert config.model.kwargs == {"dropout": 0.3, "channels": 4}
+
+
+@pytest.mark.parametrize("notebook, dataset", [("07_pcam", "pcam"), ("08_imagenet", "ImageNet")])
+def test_grid_of_the_paper_profile_without_data_is_one_error(tmp_path, capsys, monkeypatch,
+                                                              notebook, dataset):
+    """PCam / ImageNet missing under DATA_DIR: one line naming the dataset and where it was
+    looked for, exit 2, before any run is claimed or any file written."""
+    for part in ("params", "notebooks"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "no-data"))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert main(["grid", "--notebook", notebook, "--profile", "paper", "--root",
+                 str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"error: {dataset} not found in {tmp_path / 'no-data'}" in err
+    assert sorted(p for p in tmp_path.rglob("*")) == before
