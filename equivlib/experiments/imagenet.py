@@ -23,7 +23,7 @@ import pandas as pd
 
 from equivlib.engine.config import RunConfig
 from equivlib.experiments.params import number_list, split_list
-from equivlib.experiments.protocols import paper_config
+from equivlib.experiments.protocols import paper_config, train_overrides
 
 GROUPS = ("z2", "p4")
 SIZES = (224, 225)
@@ -121,11 +121,7 @@ def imagenet_config(group: str, input_size: int, *, width: int = 32, coset_pool:
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an int >= 1, got {width!r}")
     base = width * (2 if group == "z2" else 1)
-    train: dict[str, Any] = {"seed": seed}
-    if epochs is not None:
-        train["epochs"] = epochs
-    if batch_size is not None:
-        train["batch_size"] = batch_size
+    train = train_overrides(seed, epochs, batch_size)
     sections: dict[str, Any] = {
         "model": {"kwargs": {"widths": [base, 2 * base, 4 * base, 8 * base],
                              "coset_pool": coset_pool}},

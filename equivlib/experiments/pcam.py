@@ -22,7 +22,7 @@ import pandas as pd
 from equivlib.data.pcam_stand_in import STAND_IN_NOTE  # noqa: F401  (re-exported for notebook 07)
 from equivlib.engine.config import RunConfig
 from equivlib.experiments.params import number_list, split_list
-from equivlib.experiments.protocols import PCAM_WIDTHS, paper_config
+from equivlib.experiments.protocols import PCAM_WIDTHS, paper_config, train_overrides
 from equivlib.experiments.rotmnist import ModelSpec
 
 DATASETS = ("pcam", "pcam_stand_in")
@@ -56,11 +56,7 @@ def pcam_config(dataset: str, group: str, input_size: int, *, seed: int = 0, dep
     if not 0 < angle_step <= 360 or (360 / angle_step) % 1:
         raise ValueError(f"angle_step must divide 360, got {angle_step}")
     name = model_name(group, depth)
-    train: dict[str, Any] = {"seed": seed}
-    if epochs is not None:
-        train["epochs"] = epochs
-    if batch_size is not None:
-        train["batch_size"] = batch_size
+    train = train_overrides(seed, epochs, batch_size)
     sections: dict[str, Any] = {
         "model": {"kwargs": {"widths": PCAM_WIDTHS[f"{group}_resnet44"]}},
         "train": train,

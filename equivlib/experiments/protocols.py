@@ -75,6 +75,18 @@ def paper_config(dataset: str, model: str, input_size: int, /, **sections: dict[
     return RunConfig.from_dict(base)
 
 
+def train_overrides(seed: int, epochs: int | None = None,
+                    batch_size: int | None = None) -> dict[str, Any]:
+    """The ``train`` section override of :func:`paper_config`: the seed, and the epochs and
+    batch size where given (None keeps the protocol's)."""
+    train: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        train["epochs"] = epochs
+    if batch_size is not None:
+        train["batch_size"] = batch_size
+    return train
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``override``, dicts inside merged key by key."""
     out = dict(base)
