@@ -289,49 +289,60 @@ def setting_title(key: tuple, keys: Sequence[str]) -> str:
     return " · ".join(title)
 
 
-def plot_seen_unseen(summary: pd.DataFrame):
+def plot_seen_unseen(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
     """One panel per setting: for every model, its seen (filled) and unseen (open) accuracy
     at each input size, exact sizes in green and the others in magenta, with a line from
-    seen to unseen (the loss on rotated test images; none for an invariant model)."""
+    seen to unseen (the loss on rotated test images; none for an invariant model).
+
+    With ``runs`` (the per-run table of :func:`results_table`) the points and their ±1 sd
+    bars are seaborn's mean and sd over seeds (``pointplot(errorbar="sd")``); without it
+    the summary's means are drawn, with no bars. The seen-to-unseen lines, the size labels
+    and the layout come from ``summary``."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
     from matplotlib.lines import Line2D
 
-    from equivlib.plots import EXACT_COLOR, INEXACT_COLOR
+    from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
 
     keys = _setting_keys(summary)
+    points = summary.rename(columns={"seen_mean": "seen", "unseen_mean": "unseen"}) \
+        if runs is None else runs
+    points = points.assign(seen=100 * points.seen, unseen=100 * points.unseen,
+                           size=points["size"].astype(str))
     settings = list(summary.groupby(keys, sort=False, dropna=False))
     cols = min(len(settings), 2)
     rows = int(np.ceil(len(settings) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.4 * rows), squeeze=False,
                              sharey=True)
     for ax, (key, group) in zip(axes.flat, settings, strict=False):
+        in_setting = points.merge(pd.DataFrame([key], columns=keys), on=keys)
         models = list(dict.fromkeys(group.model))
         sizes = sorted(group["size"].unique())
-        step = 0.8 / max(len(sizes), 1)
+        step = 0.8 / max(len(sizes), 1)  # the sizes of a model side by side, 0.8 wide
         for i, model in enumerate(models):
+            cells = group[group.model == model].set_index("size")
+            palette = {str(size): (EXACT_COLOR if cells.exact[size] else INEXACT_COLOR)
+                       if size in cells.index else NEUTRAL_COLOR for size in sizes}
+            for metric, face in (("seen", {}), ("unseen", {"markerfacecolor": "white"})):
+                sns.pointplot(in_setting[in_setting.model == model], x="model", y=metric,
+                              hue="size", order=models, hue_order=list(palette),
+                              palette=palette, errorbar="sd" if runs is not None else None,
+                              dodge=0.8 - step, linestyle="none", marker="o", markersize=5.5,
+                              markeredgewidth=1.2, capsize=0.05, zorder=2, legend=False,
+                              err_kws={"linewidth": 0.8, "zorder": 1.5}, ax=ax, **face)
             for j, size in enumerate(sizes):
-                row = group[(group.model == model) & (group["size"] == size)]
-                if row.empty:
+                if size not in cells.index:
                     continue
-                r = row.iloc[0]
-                x = i - 0.4 + step * (j + 0.5)
-                colour = EXACT_COLOR if r.exact else INEXACT_COLOR
+                r, x, colour = cells.loc[size], i - 0.4 + step * (j + 0.5), palette[str(size)]
                 ax.plot([x, x], [100 * r.seen_mean, 100 * r.unseen_mean], color=colour,
                         lw=1.2, zorder=1)
-                for metric, face in (("seen", colour), ("unseen", "white")):
-                    std = r[f"{metric}_std"]
-                    ax.errorbar(x, 100 * r[f"{metric}_mean"],
-                                yerr=100 * std if np.isfinite(std) else None, fmt="o",
-                                ms=5.5, mfc=face, mec=colour, ecolor=colour, elinewidth=0.8,
-                                capsize=2, zorder=2)
                 ax.annotate(str(size), (x, 100 * min(r.seen_mean, r.unseen_mean)),
                             textcoords="offset points", xytext=(0, -12), ha="center",
                             fontsize=7, color=colour)
-        ax.set_xticks(range(len(models)))
-        ax.set_xticklabels(models)
         ax.set_xlim(-0.6, len(models) - 0.4)
         ax.set_title(setting_title(key, keys), fontsize=9)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_xlabel("")
+        ax.set_ylabel("test accuracy (%)", visible=True)  # seaborn hides it on shared axes
         ax.grid(axis="y", color="0.9", lw=0.6)
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
@@ -344,9 +355,9 @@ def plot_seen_unseen(summary: pd.DataFrame):
         Line2D([], [], ls="", marker="o", mfc="white", mec="0.3",
                label="unseen: 0°/90°/180°/270° pooled"),
     ]
+    bars = "; bars: ±1 std over seeds" if seeds > 1 and runs is not None else ""
     fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8,
-               title=f"mean over {seeds} seed(s)" + ("; bars: ±1 std" if seeds > 1 else ""),
-               title_fontsize=8)
+               title=f"mean over {seeds} seed(s){bars}", title_fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 0.9 if rows == 1 else 0.94))
     return fig
 

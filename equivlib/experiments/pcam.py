@@ -115,28 +115,30 @@ def error_summary(errors: pd.DataFrame) -> pd.DataFrame:
 
 def plot_errors(errors: pd.DataFrame, specs: Sequence[ModelSpec]):
     """Figure 2: equivariance error of the trained models at four depths (log scale), one
-    group of bars per depth, exact size beside the one pixel off, dots for each seed."""
+    group of bars per depth, exact size beside the one pixel off: seaborn's bars at the
+    mean over seeds (``barplot(errorbar=None)``) and a dot for each seed (``stripplot``,
+    no jitter). Errors are clipped at 1e-17 for the log scale."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
 
-    group_specs = [s for s in specs if s.exact is not None]
-    layers = [layer for layer in ERROR_LAYERS if layer in set(errors.layer)]
+    names = {s.label: f"{s.label} ({'exact' if s.exact else 'approximate'})"
+             for s in specs if s.exact is not None}
+    palette = {name: EXACT_COLOR if "(exact)" in name else INEXACT_COLOR
+               for name in names.values()}
+    order = [DEPTH_LABELS[layer] for layer in ERROR_LAYERS if layer in set(errors.layer)]
+    data = errors[errors.model.isin(names)].assign(model=errors.model.map(names),
+                                                   error=errors.error.clip(lower=1e-17))
     fig, ax = plt.subplots(figsize=(8.6, 3.6))
-    width = 0.8 / max(len(group_specs), 1)
-    floor = 1e-17
-    for i, spec in enumerate(group_specs):
-        colour = EXACT_COLOR if spec.exact else INEXACT_COLOR
-        sub = errors[errors.model == spec.label]
-        x = np.arange(len(layers)) + (i - (len(group_specs) - 1) / 2) * width
-        means = [max(sub[sub.layer == layer].error.mean(), floor) for layer in layers]
-        ax.bar(x, means, width * 0.9, color=colour, alpha=0.75,
-               label=f"{spec.label} ({'exact' if spec.exact else 'approximate'})")
-        for xi, layer in zip(x, layers, strict=True):
-            seeds = np.maximum(sub[sub.layer == layer].error.to_numpy(), floor)
-            ax.plot(np.full(len(seeds), xi), seeds, "o", color=NEUTRAL_COLOR, ms=2.5)
+    common = dict(data=data, x="depth", y="error", hue="model", order=order,
+                  hue_order=list(palette), ax=ax)
+    sns.barplot(**common, palette=palette, errorbar=None, saturation=1, alpha=0.75,
+                gap=0.1, edgecolor="none")
+    sns.stripplot(**common, palette=dict.fromkeys(palette, NEUTRAL_COLOR), dodge=True,
+                  jitter=False, size=3, legend=False)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(layers)), [DEPTH_LABELS[layer] for layer in layers])
+    ax.set_xlabel("")
     ax.set_ylabel("relative equivariance error")
     ax.set_title("trained P4 models: error under quarter turns at four depths")
     ax.legend(fontsize=8, loc="upper left")

@@ -318,34 +318,35 @@ def training_angle_density(regime: RegimeSpec, angles: np.ndarray,
 def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec],
                               models: Sequence[ModelSpec], mu: float = 45.0,
                               shade_training: bool = True):
-    """One panel per regime: accuracy vs test rotation, mean ± std band over seeds per
-    model, the training-angle distribution shaded behind (right axis) unless
-    ``shade_training`` is off (data without an upright orientation, e.g. PCam)."""
+    """One panel per regime: accuracy vs test rotation per model, seaborn's mean over seeds
+    with a ±1 sd band (``errorbar="sd"``; no band with one seed), the training-angle
+    distribution shaded behind (right axis) unless ``shade_training`` is off (data without
+    an upright orientation, e.g. PCam)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.patches import Patch
 
     from equivlib.plots import EXACT_COLOR, INEXACT_COLOR, NEUTRAL_COLOR
 
     approximate = iter([INEXACT_COLOR, "#e08214", "#8073ac", "#b35806"] * len(models))
     plain = iter([NEUTRAL_COLOR, "0.62", "0.8"] * len(models))  # Z2 models: greys
-    colours = [next(plain) if m.exact is None else EXACT_COLOR if m.exact
-               else next(approximate) for m in models]
+    palette = {m.description: next(plain) if m.exact is None else EXACT_COLOR if m.exact
+               else next(approximate) for m in models}
+    described = table.assign(
+        model=table.model.map({m.label: m.description for m in models}),
+        accuracy=100 * table.accuracy)
     cols = min(len(regimes), 2)
     rows = int(np.ceil(len(regimes) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(max(6.2 * cols, 9.0), 3.6 * rows), sharey=True,
                              squeeze=False)
     grid = np.linspace(0, 360, 361)
-    for ax, regime in zip(axes.flat, regimes, strict=False):
+    for k, (ax, regime) in enumerate(zip(axes.flat, regimes, strict=False)):
         if shade_training:
             _shade_training_angles(ax, training_angle_density(regime, grid, mu), grid)
-        for i, m in enumerate(models):
-            sub = table[(table.regime == regime.label) & (table.model == m.label)]
-            stats = sub.groupby("angle").accuracy.agg(["mean", "std"]).reset_index()
-            ax.plot(stats.angle, 100 * stats["mean"], color=colours[i], lw=1.6,
-                    marker="o", ms=2.5, label=m.description)
-            if stats["std"].notna().any():
-                ax.fill_between(stats.angle, 100 * (stats["mean"] - stats["std"]),
-                                100 * (stats["mean"] + stats["std"]), color=colours[i],
-                                alpha=0.15, lw=0)
+        sns.lineplot(described[described.regime == regime.label], x="angle", y="accuracy",
+                     hue="model", hue_order=list(palette), palette=palette, errorbar="sd",
+                     err_kws={"alpha": 0.15, "linewidth": 0}, linewidth=1.6, marker="o",
+                     markersize=2.5, markeredgewidth=0, legend=k == 0, ax=ax)
         for q in (90, 180, 270):
             ax.axvline(q, color="0.6", lw=0.6, ls=":")
         ax.set_xlim(0, 360)
@@ -353,16 +354,18 @@ def plot_accuracy_vs_rotation(table: pd.DataFrame, regimes: Sequence[RegimeSpec]
         ax.set_xticks(range(0, 361, 45))
         ax.set_title(f"training rotations: {regime.label}")
         ax.set_xlabel("test rotation (degrees)")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel("test accuracy (%)", visible=True)  # seaborn hides it on shared axes
     for ax in list(axes.flat)[len(regimes):]:
         ax.set_visible(False)
-    from matplotlib.patches import Patch
-
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend = axes.flat[0].get_legend()  # seaborn's, moved to the top of the figure
+    handles = list(legend.legend_handles)
+    labels = [t.get_text() for t in legend.get_texts()]
+    legend.remove()
     if shade_training:
         handles.append(Patch(color="0.88", label="distribution of training rotations"))
+        labels.append("distribution of training rotations")
     band = "; bands: ±1 std over seeds" if table.seed.nunique() > 1 else ""
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8,
+    fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8,
                title=f"mean over {table.seed.nunique()} seed(s){band}", title_fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 0.93))
     return fig

@@ -182,8 +182,10 @@ def plot_subsampling(demo: PhotoDemo, table: dict[tuple[str, int], bool],
                      draw_sizes: Sequence[int] = DRAW_SIZES,
                      ranges: Sequence[range] = SIZE_RANGES):
     """Top: the sampling centres on an even and an odd grid, the photo demo's error maps;
-    bottom: the exact (green) / approximate (magenta) input sizes per architecture."""
+    bottom: the exact (green) / approximate (magenta) input sizes per architecture, as
+    seaborn heatmaps."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
     from matplotlib.colors import ListedColormap
 
     from equivlib import plots
@@ -231,18 +233,16 @@ def plot_subsampling(demo: PhotoDemo, table: dict[tuple[str, int], bool],
 
     cmap = ListedColormap([plots.INEXACT_COLOR, plots.EXACT_COLOR])
     arch_names = list(dict.fromkeys(label for label, _ in table))
+    short_names = [a.split(" (")[0].split(",")[0] for a in arch_names]
     spans = [(ranges[0], grid[1, :2]), (ranges[1], grid[1, 2]), (ranges[2], grid[1, 3])]
     for i, (sizes, cell) in enumerate(spans):
         ax = fig.add_subplot(cell)
-        values = np.array([[table[a, n] for n in sizes] for a in arch_names], dtype=float)
-        ax.imshow(values, cmap=cmap, vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(sizes)), [str(n) for n in sizes], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(arch_names)),
-                      [a.split(" (")[0].split(",")[0] for a in arch_names] if i == 0 else [])
-        ax.set_xticks(np.arange(-0.5, len(sizes)), minor=True)
-        ax.set_yticks(np.arange(-0.5, len(arch_names)), minor=True)
-        ax.grid(which="minor", color="white", lw=1)
-        ax.tick_params(which="minor", length=0)
+        values = pd.DataFrame([[table[a, n] for n in sizes] for a in arch_names],
+                              index=short_names, columns=list(sizes), dtype=float)
+        sns.heatmap(values, cmap=cmap, vmin=0, vmax=1, cbar=False, linewidths=1,
+                    linecolor="white", xticklabels=True, yticklabels=i == 0, ax=ax)
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+        ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("input size")
         for label in ax.get_xticklabels():
             if int(label.get_text()) in PAPER_SIZES:

@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -169,9 +168,10 @@ def breaking_ops(cells: pd.DataFrame, size: int = 224) -> pd.Series:
 
 
 def plot_zoo(cells: pd.DataFrame):
-    """Models (rows, grouped by family) x input sizes (columns): green exact, magenta not
-    exact, grey unknown, white n/a."""
+    """Models (rows, grouped by family) x input sizes (columns), a seaborn heatmap: green
+    exact, magenta not exact, grey unknown, white n/a."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -179,32 +179,27 @@ def plot_zoo(cells: pd.DataFrame):
 
     table = wide(cells)
     codes = table.replace({v: i for i, v in enumerate(VERDICTS)}).astype(float)
+    codes.index = [m for _, m in table.index]
     colours = [EXACT_COLOR, INEXACT_COLOR, "#bdbdbd", "#ffffff"]
     n_rows, n_cols = codes.shape
     fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_cols, 1.2 + 0.17 * n_rows))
-    ax.imshow(codes.to_numpy(), cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5,
-              aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(n_cols))
-    ax.set_xticklabels([str(s) for s in codes.columns], rotation=90, fontsize=7)
-    ax.set_yticks(range(n_rows))
-    ax.set_yticklabels([m for _, m in codes.index], fontsize=6)
-    families = [f for f, _ in codes.index]
-    for i in range(1, n_rows):
+    sns.heatmap(codes, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, cbar=False,
+                linewidths=0.4, linecolor="white", xticklabels=True, yticklabels=True, ax=ax)
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=6)
+    ax.tick_params(length=0)
+    families = [f for f, _ in table.index]
+    for i in range(1, n_rows):  # row i covers y in [i, i + 1]
         if families[i] != families[i - 1]:
-            ax.axhline(i - 0.5, color="black", lw=0.6)
+            ax.axhline(i, color="black", lw=0.6)
     for j, s in enumerate(codes.columns):
         if s == 224:
-            ax.axvline(j - 0.5, color="black", lw=0.8, ls=":")
-            ax.axvline(j + 0.5, color="black", lw=0.8, ls=":")
+            ax.axvline(j, color="black", lw=0.8, ls=":")
+            ax.axvline(j + 1, color="black", lw=0.8, ls=":")
     ax.set_xlabel("input size (square)")
+    ax.set_ylabel("")
     ax.set_title("torchvision classification models: are the subsampling grids symmetric?",
                  fontsize=9)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
-    ax.grid(which="minor", color="white", lw=0.4)
     fig.legend(handles=[Patch(facecolor=c, edgecolor="0.6", label=v)
                         for c, v in zip(colours, VERDICTS, strict=True)],
                loc="upper center", ncol=4, fontsize=8, frameon=False,
