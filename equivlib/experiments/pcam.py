@@ -142,5 +142,5 @@ def plot_errors(errors: pd.DataFrame, specs: Sequence[ModelSpec]):
     ax.set_ylabel("relative equivariance error")
     ax.set_title("trained P4 models: error under quarter turns at four depths")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for the stamp below the labels
     return fig
