@@ -101,7 +101,9 @@ def error_table(configs: Sequence[dict[str, Any] | RunConfig],
     for c, m in zip(configs, metrics, strict=True):
         c = RunConfig.from_dict(c)
         label = ModelSpec(c.model.name, c.data.input_size).label
-        for layer, error in m.get("equivariance_error", {}).items():
+        errors = m.get("equivariance_error", {})
+        order = [n for n in ERROR_LAYERS if n in errors] + sorted(set(errors) - set(ERROR_LAYERS))
+        for layer, error in ((n, errors[n]) for n in order):  # network order, not JSON's
             rows.append({"model": label, "seed": c.train.seed, "layer": layer,
                          "depth": DEPTH_LABELS.get(layer, layer), "error": float(error)})
     return pd.DataFrame(rows)

@@ -233,7 +233,8 @@ def accuracy_table(configs: Sequence[dict[str, Any]],
     for c, m in zip(configs, metrics, strict=True):
         model, regime = run_labels(c)
         seed = RunConfig.from_dict(c).train.seed
-        for angle, acc in m["test_acc"].items():
+        # numeric order: a stored result's JSON has its angles sorted as text
+        for angle, acc in sorted(m["test_acc"].items(), key=lambda kv: float(kv[0])):
             rows.append({"model": model, "regime": regime, "seed": seed,
                          "angle": float(angle), "accuracy": float(acc)})
     return pd.DataFrame(rows)

@@ -68,3 +68,18 @@ def test_error_table_and_figure(trained):
     fig = pcam.plot_errors(errors, pcam.model_specs(configs))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["P4-96 (approximate)", "P4-97 (exact)"]
+
+
+def test_tables_keep_network_and_angle_order_for_stored_results(trained):
+    """A result read back from the store has its keys sorted as text ("100.0" before
+    "20.0", "stages.0" before "stem"); the tables put them back in numeric / network order."""
+    import json
+
+    from equivlib.experiments.rotmnist import accuracy_table
+
+    configs, metrics = trained
+    stored = [json.loads(json.dumps(m, sort_keys=True)) for m in metrics]
+    errors = pcam.error_table(configs, stored)
+    assert list(errors.layer[:4]) == list(pcam.ERROR_LAYERS)
+    angles = list(accuracy_table(configs, stored).angle[:4])
+    assert angles == sorted(angles)
