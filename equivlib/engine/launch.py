@@ -10,6 +10,7 @@ result, and this process reads it back from the results store. Across machines, 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,4 @@ def _reason(log: Path) -> str:
 
 def config_json(config: RunConfig) -> str:
     """The config as JSON, the form ``train --config`` reads."""
-    import json
-
     return json.dumps(config.to_dict(), indent=1)
