@@ -512,6 +512,34 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
                    moved, **counts)
 
 
+def output_dirs(jobs: list[Job], profile: str, root: Path, figures: Path) -> dict[Path, str]:
+    """Every directory the run will write: the figures, ``build/<profile>``, and each
+    notebook's ``*_dir`` parameters (results, checkpoints, stand-in data; relative to
+    notebooks/, where papermill runs them) -> what it is, for the error message."""
+    dirs = {figures: "figures directory", root / "build" / profile: "build directory"}
+    for job in jobs:
+        values = {name: p.default for name, p in notebook_parameters(job.notebook).items()}
+        values.update(job.parameters)
+        for name, value in values.items():
+            if name.endswith("_dir") and name not in DRIVER_PARAMETERS and value \
+                    and name != "data_dir":  # data_dir is read, not written
+                dirs.setdefault(root / "notebooks" / str(value),
+                                f"{job.notebook.stem}: {name}")
+    return dirs
+
+
+def check_output_dirs(dirs: dict[Path, str]) -> None:
+    """UsageError naming the first directory that cannot be written (probed without
+    creating anything), before any notebook runs."""
+    from equivlib.engine.checkpoint import check_writable_dir
+
+    for path, what in dirs.items():
+        try:
+            check_writable_dir(path.resolve(), what)
+        except ValueError as exc:
+            raise UsageError(f"{exc}; no notebook was run") from None
+
+
 def figures_dir(profile: str, root: Path = ROOT) -> Path:
     """Where a profile's figures land: ``figures/`` for cpu and paper (the committed ones
     come from cpu); smoke runs are functional checks and stay in ``build/smoke/figures``."""
@@ -592,6 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
     figures = figures_dir(args.profile, root)
+    try:
+        check_output_dirs(output_dirs(jobs, args.profile, root, figures))
+    except UsageError as exc:
+        print(f"run_all.sh: error: {exc}", file=sys.stderr)
+        return 2
     outcomes: list[Outcome] = []
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:

@@ -273,3 +273,23 @@ def test_lab_refuses_a_config_without_token(project, tmp_path):
     assert error_lines(result.stderr) == [
         "run_all.sh: error: your Jupyter config sets an empty token (no authentication); "
         "remove that setting (see: .venv/bin/jupyter lab --show-config)"]
+
+
+# ------------------------------------------------------------------ output directories
+@pytest.mark.parametrize("blocked, what", [
+    ("build", "build directory"), ("results", "01_alpha: results_dir")])
+def test_unwritable_output_directory_is_found_before_any_run(project, blocked, what):
+    """A directory the run would write (here: a file in its way) stops it before notebook 01
+    starts: one line naming it, exit 2, figures untouched."""
+    _notebook(project / "notebooks" / "01_alpha.ipynb", ALPHA_BODY,
+              ALPHA_PARAMETERS + '\nresults_dir: str = "../build/results"  # store')
+    (project / "params" / "cpu.yaml").write_text('01_alpha:\n  results_dir: "../results/sub"\n')
+    (project / blocked).write_text("a file in the way")
+    before = snapshot(project / "figures")
+    result = run_all(project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"run_all.sh: error: {what} ") and line.endswith(
+        "is a file, not a directory; pick another path" + NO_RUN), line
+    assert result.stdout == "" and snapshot(project / "figures") == before
+    assert (project / blocked).read_text() == "a file in the way"
