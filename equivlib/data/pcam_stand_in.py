@@ -18,6 +18,7 @@ loaded (under a second for the default sizes) and removed when the process exits
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import numpy as np
 
 from equivlib.data.base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSplits
 from equivlib.data.pcam import PCAM_SPLITS, PCamDataset, pcam_files
+from equivlib.data.photos import photo_array
 from equivlib.data.registry import register_dataset
 
 PATCH = 96
@@ -44,12 +46,14 @@ STAND_IN_NOTE = ("PCam stand-in: crops of one immunohistochemistry photo (scikit
                  "= DAB-stained centre; not PatchCamelyon")
 
 
+@functools.cache
 def _photo_and_stain() -> tuple[np.ndarray, np.ndarray]:
-    from skimage import data
+    """The photo and its DAB-stained pixels, computed once per process (read-only)."""
     from skimage.color import rgb2hed
 
-    image = data.immunohistochemistry()[..., :3]
+    image = photo_array("immunohistochemistry")
     stained = rgb2hed(image)[..., 2] > DAB_THRESHOLD
+    image.flags.writeable = stained.flags.writeable = False
     return image, stained
 
 
