@@ -151,7 +151,7 @@ def _resume_state(path: Path, dev: torch.device, key: str,
         return None
 
 
-class _Datasets:
+class RunDatasets:
     """The transformed train / valid / test datasets of a config."""
 
     def __init__(self, config: RunConfig, data: DatasetSplits) -> None:
@@ -213,7 +213,7 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     if config.train.select == "best_valid" and data.valid is None:
         raise ValueError(f"train.select = 'best_valid' needs a validation split and "
                          f"{config.data.dataset} has none here: use select 'last'")
-    sets = _Datasets(config, data)
+    sets = RunDatasets(config, data)
     info = sets.info
     t, seed = config.train, config.train.seed
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from equivlib.data.registry import get_dataset
 from equivlib.engine.config import RunConfig
+from equivlib.engine.trained import predict_test_set
 from equivlib.exactness import trace
 from equivlib.experiments.params import split_list
 from equivlib.experiments.protocols import paper_config
@@ -457,6 +461,42 @@ def upright_drops(table: pd.DataFrame, models: Sequence[ModelSpec]) -> str:
         lines.append(f"every approximate model loses {verdict} the exact one at 180° "
                      f"({min(approximate):.1f} vs {max(exact):.1f} points)")
     return "\n".join(lines)
+
+
+def upright_confusions(configs: Sequence[dict[str, Any] | RunConfig],
+                       checkpoint_dir: str | Path, *, pair: tuple[int, int] = (6, 9),
+                       data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Which upright digits each model gets wrong, trained upright (regime ``none``): per
+    model, summed over its seeds, the test errors at 0° and how many of them confuse the
+    two digits of ``pair`` either way (a 6 read as 9 or a 9 as 6: what an exactly
+    quarter-turn-invariant network must learn to tell apart). Each run's tested model is
+    rebuilt from ``checkpoint_dir/<key>/last.pt`` (one forward pass, no training); runs
+    without a checkpoint are left out, and ``runs`` says how many were counted."""
+    a, b = pair
+    rows, loaded = [], {}
+    for config in configs:
+        config = RunConfig.from_dict(config)
+        directory = Path(checkpoint_dir) / config.key()
+        if config.data.regime != "none" or not (directory / "last.pt").is_file():
+            continue
+        options = (config.data.dataset, json.dumps(config.data.options, sort_keys=True))
+        if options not in loaded:  # the runs of a grid share one split
+            loaded[options] = get_dataset(config.data.dataset, data_dir, False,
+                                          **config.data.options)
+        targets, predicted = predict_test_set(config, directory, data=loaded[options])
+        wrong = targets != predicted
+        swapped = ((targets == a) & (predicted == b)) | ((targets == b) & (predicted == a))
+        rows.append({"model": run_labels(config)[0], "test_images": len(targets),
+                     "errors": int(wrong.sum()), "swapped": int(swapped.sum())})
+    name = f"{a}↔{b}"
+    if not rows:
+        return pd.DataFrame(columns=["model", "runs", "test_images", "errors", name,
+                                     f"{name} share of errors"])
+    per_model = pd.DataFrame(rows).groupby("model", sort=False).agg(
+        runs=("errors", "size"), test_images=("test_images", "sum"), errors=("errors", "sum"),
+        swapped=("swapped", "sum")).reset_index()
+    share = per_model.swapped / per_model.errors.where(per_model.errors > 0)
+    return per_model.rename(columns={"swapped": name}).assign(**{f"{name} share of errors": share})
 
 
 def format_summary(summary: pd.DataFrame) -> pd.DataFrame:

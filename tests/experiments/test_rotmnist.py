@@ -1,8 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.integrate import quad
 
+from equivlib.experiments import rotmnist
 from equivlib.experiments.rotmnist import (
     ModelSpec,
     RegimeSpec,
@@ -17,6 +19,7 @@ from equivlib.experiments.rotmnist import (
     rotmnist_config,
     summary_table,
     training_angle_density,
+    upright_confusions,
     upright_drops,
     welch_tests,
 )
@@ -173,6 +176,36 @@ def test_upright_drops_compares_the_exact_model_with_the_approximate_ones():
     assert "drop   0.0 points" in text and "drop  35.0 points" in text
     assert text.endswith("every approximate model loses more than the exact one at 180° "
                          "(35.0 vs 0.0 points)")
+
+
+def test_upright_confusions_counts_six_nine_swaps_of_upright_runs_with_checkpoints(
+        monkeypatch, tmp_path):
+    """Counting only (predict_test_set is tested on real runs in tests/engine): 6->9 and
+    9->6 count, other errors do not; runs not trained upright or without a checkpoint are
+    left out; the split is loaded once for the runs that share it."""
+    configs = [rotmnist_config("p4_mnist_cnn", 28, seed=s, **{k: v for k, v in TRAINING.items()
+                                                              if k != "angle_step"})
+               for s in (0, 1, 2)]
+    configs.append(rotmnist_config("p4_mnist_cnn", 28, regime="uniform", seed=0))
+    configs.append(rotmnist_config("z2_mnist_cnn", 28, seed=0))
+    targets = torch.tensor([6, 9, 6, 9, 1, 2, 3])
+    outputs = {configs[0].key(): torch.tensor([9, 6, 6, 9, 7, 2, 3]),  # 2 swaps, 1 other
+               configs[1].key(): torch.tensor([6, 6, 6, 9, 1, 2, 3]),  # 1 swap
+               configs[4].key(): torch.tensor([6, 9, 5, 9, 1, 2, 3])}  # 6 read as 5
+    for c in (configs[0], configs[1], configs[3], configs[4]):  # seed 2 has no checkpoint
+        (tmp_path / c.key()).mkdir()
+        (tmp_path / c.key() / "last.pt").write_bytes(b"")
+    loads = []
+    monkeypatch.setattr(rotmnist, "get_dataset", lambda *a, **kw: loads.append(kw) or "data")
+    monkeypatch.setattr(rotmnist, "predict_test_set",
+                        lambda c, d, data: (targets, outputs[d.name]))
+    table = upright_confusions(configs, tmp_path)
+    assert table.to_dict("list") == {
+        "model": ["P4-28", "Z2-28"], "runs": [2, 1], "test_images": [14, 7],
+        "errors": [4, 1], "6↔9": [3, 0], "6↔9 share of errors": [0.75, 0.0]}
+    assert len(loads) == 2  # P4-28's seeds share a split; the Z2 run's sizes differ
+    empty = upright_confusions(configs, tmp_path / "elsewhere")
+    assert empty.empty and list(empty.columns)[-1] == "6↔9 share of errors"
 
 
 def test_format_summary_and_run_log():
