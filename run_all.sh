@@ -30,32 +30,56 @@ EOF
 }
 
 profile=cpu
+profile_given=0
 only=""
 only_given=0
 mode=rebuild
+test_given=0
+lab_given=0
 port=8888
+lab_option=""  # the first option given that only --lab uses
 browser=1
 jupyter_extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) [ $# -ge 2 ] || { echo "run_all.sh: error: --profile needs a value" >&2; exit 2; }
-                   profile="$2"; shift 2 ;;
-        --profile=*) profile="${1#*=}"; shift ;;
+                   profile="$2"; profile_given=1; shift 2 ;;
+        --profile=*) profile="${1#*=}"; profile_given=1; shift ;;
         --only) [ $# -ge 2 ] || { echo "run_all.sh: error: --only needs a value" >&2; exit 2; }
                 only="$2"; only_given=1; shift 2 ;;
         --only=*) only="${1#*=}"; only_given=1; shift ;;
-        --test) mode=test; shift ;;
-        --lab) mode=lab; shift ;;
+        --test) mode=test; test_given=1; shift ;;
+        --lab) mode=lab; lab_given=1; shift ;;
         --port) [ $# -ge 2 ] || { echo "run_all.sh: error: --port needs a value" >&2; exit 2; }
-                port="$2"; shift 2 ;;
-        --port=*) port="${1#*=}"; shift ;;
-        --no-browser) browser=0; shift ;;
-        --) shift; jupyter_extra=("$@"); break ;;
+                port="$2"; lab_option=${lab_option:---port}; shift 2 ;;
+        --port=*) port="${1#*=}"; lab_option=${lab_option:---port}; shift ;;
+        --no-browser) browser=0; lab_option=${lab_option:---no-browser}; shift ;;
+        --) shift; jupyter_extra=("$@"); lab_option=${lab_option:--- ARGS}; break ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run_all.sh: error: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
     esac
 done
 
+# options that the chosen run would ignore are refused, not dropped silently
+refuse() { echo "run_all.sh: error: $1" >&2; exit 2; }
+if [ "$test_given" = 1 ] && [ "$lab_given" = 1 ]; then
+    refuse "--test and --lab are different runs: give one of them (or neither, to rebuild)"
+fi
+what_runs() {
+    case "$mode" in
+        test) echo "--test runs pytest tests/ and every notebook with nbval at its committed smoke defaults" ;;
+        lab) echo "--lab opens JupyterLab at notebooks/ (the executed copies of a rebuild are in build/<profile>/)" ;;
+    esac
+}
+if [ "$mode" != rebuild ] && [ "$only_given" = 1 ]; then
+    refuse "--only chooses the notebooks of a rebuild; $(what_runs): leave --only out"
+fi
+if [ "$mode" != rebuild ] && [ "$profile_given" = 1 ]; then
+    refuse "--profile chooses the parameters of a rebuild; $(what_runs): leave --profile out"
+fi
+if [ "$mode" != lab ] && [ -n "$lab_option" ]; then
+    refuse "$lab_option applies only with --lab: add --lab to open JupyterLab, or leave $lab_option out"
+fi
 case "$port" in
     ''|*[!0-9]*) echo "run_all.sh: error: --port '$port' is not a port number (e.g. --port 8889)" >&2
                  exit 2 ;;

@@ -98,6 +98,10 @@ def error_lines(stderr: str) -> list[str]:
 
 # ------------------------------------------------------------------ refused before any run
 NO_RUN = "; no notebook was run"
+TESTS_RUN = ("--test runs pytest tests/ and every notebook with nbval at its committed smoke "
+             "defaults")
+LAB_RUNS = ("--lab opens JupyterLab at notebooks/ (the executed copies of a rebuild are in "
+            "build/<profile>/)")
 BAD_INPUTS = [
     pytest.param(
         "01_alpah:\n  count: 5\n", [],
@@ -189,6 +193,36 @@ BAD_INPUTS = [
         CPU_PARAMS, ["--only", "1x"],
         "--only '1x': unknown notebook number(s) 1x (available: 01, 02)" + NO_RUN,
         id="only-not-a-number"),
+    # options the chosen run would ignore: refused before the set-up, nothing started
+    pytest.param(
+        CPU_PARAMS, ["--test", "--lab"],
+        "--test and --lab are different runs: give one of them (or neither, to rebuild)",
+        id="test-and-lab"),
+    pytest.param(
+        CPU_PARAMS, ["--test", "--only", "01"],
+        f"--only chooses the notebooks of a rebuild; {TESTS_RUN}: leave --only out",
+        id="only-with-test"),
+    pytest.param(
+        CPU_PARAMS, ["--profile", "cpu", "--test"],
+        f"--profile chooses the parameters of a rebuild; {TESTS_RUN}: leave --profile out",
+        id="profile-with-test"),
+    pytest.param(
+        CPU_PARAMS, ["--lab", "--only=01"],
+        f"--only chooses the notebooks of a rebuild; {LAB_RUNS}: leave --only out",
+        id="only-with-lab"),
+    pytest.param(
+        CPU_PARAMS, ["--port", "9000"],
+        "--port applies only with --lab: add --lab to open JupyterLab, or leave --port out",
+        id="port-without-lab"),
+    pytest.param(
+        CPU_PARAMS, ["--only", "01", "--no-browser"],
+        "--no-browser applies only with --lab: add --lab to open JupyterLab, or leave "
+        "--no-browser out",
+        id="no-browser-without-lab"),
+    pytest.param(
+        CPU_PARAMS, ["--test", "--", "--allow-root"],
+        "-- ARGS applies only with --lab: add --lab to open JupyterLab, or leave -- ARGS out",
+        id="jupyter-args-without-lab"),
 ]
 
 
