@@ -301,13 +301,19 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name`` (its keyword parameters are the config keys
+    :func:`get_model` accepts). Unknown names raise ``ValueError``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
 def get_model(name: str, num_classes: int | None = None, **config) -> nn.Module:
     """Build a registered model. ``num_classes`` defaults to the builder's default (10 for
     everything except ``p4_single_layer``: 2). Unknown names raise ``ValueError``, unknown
     config keys ``TypeError``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    builder = _REGISTRY[name]
+    builder = get_model_builder(name)
     accepted = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
     unknown = sorted(set(config) - set(accepted))
     if unknown:

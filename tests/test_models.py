@@ -49,6 +49,11 @@ def test_unknown_name_lists_the_known_ones():
     assert all(name in str(err.value) for name in NAMES)
 
 
+def test_get_model_builder_of_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'p4_resnet50'; known models: p4_mnist"):
+        models.get_model_builder("p4_resnet50")
+
+
 def test_unknown_config_key_is_a_type_error():
     with pytest.raises(TypeError, match=r"p4_resnet44: unknown config key\(s\) 'width'.*widths"):
         get_model("p4_resnet44", width=8)
@@ -70,6 +75,7 @@ def test_register_model_adds_a_name_and_refuses_duplicates(monkeypatch):
         return nn.Linear(width, num_classes)
 
     assert "tiny" in list_models()
+    assert models.get_model_builder("tiny") is tiny
     assert get_model("tiny", width=5).in_features == 5
     assert get_model("tiny").out_features == 3
     with pytest.raises(ValueError, match="already registered"):

@@ -36,9 +36,9 @@ KWARG_FLAGS = {"widths": "--widths", "coset_pool": "--no-coset-pool", "channels"
 
 def _builder_params(name: str) -> dict[str, inspect.Parameter]:
     """The keyword arguments of registered model ``name``'s builder."""
-    from equivlib import models
+    from equivlib.models import get_model_builder
 
-    return dict(inspect.signature(models._REGISTRY[name]).parameters)
+    return dict(inspect.signature(get_model_builder(name)).parameters)
 
 
 def model_misfit(name: str, dataset: str) -> str | None:
