@@ -403,12 +403,14 @@ def _grid_builders() -> dict[str, tuple[Any, Any]]:
             "08_imagenet": (_imagenet_configs, _rotmnist_label)}
 
 
-def _imagenet_configs(params: dict[str, Any]) -> list[Any]:
+def _imagenet_configs(params: dict[str, Any], *, write_data: bool = True) -> list[Any]:
     """Notebook 08's grid; with ``stand_in`` the shards are written first, as the notebook
-    does, and ``data_dir`` must then be the stand-in directory (``grid`` sets it)."""
+    does, and ``data_dir`` must then be the stand-in directory (``grid`` sets it).
+    ``write_data=False`` (``grid --list``): the same configs, nothing written."""
     from equivlib.experiments import imagenet
 
-    return imagenet.configs_from_params(params, imagenet.stand_in_manifest(params))
+    manifest = imagenet.stand_in_manifest(params, write=write_data)
+    return imagenet.configs_from_params(params, manifest)
 
 
 def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
@@ -487,7 +489,10 @@ def grid_command(a: argparse.Namespace) -> int:
         params["stand_in_dir"] = str(base / params["stand_in_dir"])
     try:
         build, label = builders[a.notebook]
-        configs = build(params)
+        if a.list and build is _imagenet_configs:  # listing writes no stand-in data
+            configs = _imagenet_configs(params, write_data=False)
+        else:
+            configs = build(params)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if part is not None:

@@ -51,24 +51,34 @@ def _crops(photo: np.ndarray, count: int, size: int, rng: np.random.Generator) -
     return out
 
 
+def stand_in_manifest_for(train_per_class: int = 20, valid_per_class: int = 4, *,
+                          image_size: int = 256, train_shards: int = 4, valid_shards: int = 2,
+                          seed: int = 0) -> dict[str, Any]:
+    """The manifest of the stand-in shards these arguments write (the arguments and the
+    record counts), computed without writing anything; bad arguments raise ValueError."""
+    for name, value in (("train_per_class", train_per_class),
+                        ("valid_per_class", valid_per_class), ("image_size", image_size),
+                        ("train_shards", train_shards), ("valid_shards", valid_shards)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return {"photos": list(STAND_IN_PHOTOS), "train_per_class": train_per_class,
+            "valid_per_class": valid_per_class, "image_size": image_size,
+            "train_shards": train_shards, "valid_shards": valid_shards, "seed": seed,
+            "train_records": train_per_class * len(STAND_IN_PHOTOS),
+            "valid_records": valid_per_class * len(STAND_IN_PHOTOS)}
+
+
 def write_stand_in(directory: str | Path, train_per_class: int = 20, valid_per_class: int = 4,
                    *, image_size: int = 256, train_shards: int = 4, valid_shards: int = 2,
                    seed: int = 0) -> dict[str, Any]:
     """Write ImageNet-format TFRecord shards (``train-0000k-of-...``, ``validation-...``;
     1-based labels, JPEG bytes) of random crops of :data:`STAND_IN_PHOTOS`, one class each.
     Skipped when ``directory`` already holds shards written with the same arguments.
-    Returns the manifest: the arguments and the record counts."""
-    for name, value in (("train_per_class", train_per_class),
-                        ("valid_per_class", valid_per_class), ("image_size", image_size),
-                        ("train_shards", train_shards), ("valid_shards", valid_shards)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    Returns the manifest (:func:`stand_in_manifest_for`)."""
+    manifest = stand_in_manifest_for(train_per_class, valid_per_class, image_size=image_size,
+                                     train_shards=train_shards, valid_shards=valid_shards,
+                                     seed=seed)
     directory = Path(directory)
-    manifest = {"photos": list(STAND_IN_PHOTOS), "train_per_class": train_per_class,
-                "valid_per_class": valid_per_class, "image_size": image_size,
-                "train_shards": train_shards, "valid_shards": valid_shards, "seed": seed,
-                "train_records": train_per_class * len(STAND_IN_PHOTOS),
-                "valid_records": valid_per_class * len(STAND_IN_PHOTOS)}
     manifest_file = directory / _MANIFEST
     if manifest_file.exists() and json.loads(manifest_file.read_text()) == manifest:
         return manifest
@@ -154,11 +164,14 @@ def configs_from_params(params: dict[str, Any],
             for g, s, seed in itertools.product(groups, sizes, range(params["seeds"]))]
 
 
-def stand_in_manifest(params: dict[str, Any]) -> dict[str, Any] | None:
-    """The stand-in shards the parameters ask for, written if needed; None for ImageNet."""
+def stand_in_manifest(params: dict[str, Any], *, write: bool = True) -> dict[str, Any] | None:
+    """The manifest of the stand-in shards the parameters ask for, the shards written if
+    needed (``write=False``: only computed, e.g. to list a grid); None for ImageNet."""
     if not params["stand_in"]:
         return None
     train, valid = number_list(params["stand_in_images"], "stand_in_images", int)
+    if not write:
+        return stand_in_manifest_for(train, valid)
     return write_stand_in(params["stand_in_dir"], train, valid)
 
 

@@ -98,6 +98,27 @@ def test_grid_lists_the_notebook_runs(tmp_path, capsys):
     assert main(["grid", "--notebook", "99_none", "--root", str(tmp_path)]) == 2
 
 
+def test_grid_list_of_the_imagenet_stand_in_writes_nothing(tmp_path, capsys):
+    """--list gives the keys the run would use (the stand-in's record counts are in the
+    configs) without writing the TFRecord shards."""
+    from equivlib.engine.cli import _imagenet_configs, notebook_parameters
+
+    for part in ("params", "notebooks"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    assert main(["grid", "--notebook", "08_imagenet", "--profile", "smoke",
+                 "--root", str(tmp_path), "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(listed) == 4
+    assert not (tmp_path / "build").exists() and not list(tmp_path.rglob("*-of-*"))
+    # the keys are those of the grid that writes the shards (the same manifest)
+    params = notebook_parameters(tmp_path / "notebooks" / "08_imagenet.ipynb")
+    params["stand_in_dir"] = str(tmp_path / "shards")
+    unwritten = [c.key() for c in _imagenet_configs(params, write_data=False)]
+    assert not (tmp_path / "shards").exists()
+    written = [c.key() for c in _imagenet_configs(params)]
+    assert list((tmp_path / "shards").glob("train-*-of-*")) and written == unwritten
+
+
 def test_set_reads_exponent_numbers_as_numbers():
     """YAML 1.1 reads 1e-3 (no dot) as a string; --set takes it as the number it is."""
     args = build_parser().parse_args(["train", "--set", "optim.lr=1e-3",
