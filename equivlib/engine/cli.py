@@ -346,7 +346,7 @@ def _checked_config(a: argparse.Namespace) -> Any:
 def train_command(a: argparse.Namespace) -> int:
     """Run (or reuse) one config; print a JSON summary on rank 0."""
     from equivlib.engine.distributed import init_distributed, shutdown_distributed
-    from equivlib.engine.run import NonFiniteLoss, run
+    from equivlib.engine.run import ForeignCheckpoint, NonFiniteLoss, run
     from equivlib.store.results import load_result
 
     config = _checked_config(a)
@@ -361,7 +361,7 @@ def train_command(a: argparse.Namespace) -> int:
         metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,
                       data_dir=a.data_dir, download=a.download, device=device,
                       workers=a.workers, amp=a.amp, channels_last=a.channels_last, ctx=ctx)
-    except NonFiniteLoss as exc:
+    except (NonFiniteLoss, ForeignCheckpoint) as exc:
         raise CliError(str(exc)) from None
     finally:
         shutdown_distributed()

@@ -70,6 +70,10 @@ class NonFiniteLoss(ValueError):
     """The training loss became NaN or infinite: the run stops and stores nothing."""
 
 
+class ForeignCheckpoint(ValueError):
+    """The checkpoint directory holds another config's run (raised before data loads)."""
+
+
 def progress_enabled() -> bool:
     """Progress bars only on a terminal, and never with ``EQUIVLIB_PROGRESS=0``."""
     return os.environ.get("EQUIVLIB_PROGRESS", "1") != "0" and sys.stderr.isatty()
@@ -208,6 +212,11 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
         if results_dir is not None:
             check_writable_dir(results_dir, "results directory")
     dev = torch.device(device)
+    ck = _resume_state(ckpt_path, dev, key, ctx)
+    if ck is not None and ck.get("key") != key:
+        raise ForeignCheckpoint(f"checkpoint {ckpt_path} belongs to another config "
+                                f"({ck.get('key')}, not {key}); delete it or pick another "
+                                "directory")
     if data is None:
         data = get_dataset(config.data.dataset, data_dir, download, **config.data.options)
     if config.train.select == "best_valid" and data.valid is None:
@@ -240,12 +249,7 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     per_batch = scheduler is not None and config.schedule.unit == "batch"
 
     start, best_acc, best_state, history, train_seconds = 0, -1.0, None, [], 0.0
-    ck = _resume_state(ckpt_path, dev, key, ctx)
     if ck is not None:
-        if ck.get("key") != key:
-            raise ValueError(f"checkpoint {ckpt_path} belongs to another config "
-                             f"({ck.get('key')}, not {key}); delete it or pick another "
-                             "directory")
         base_model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         if scheduler is not None:

@@ -295,6 +295,41 @@ def test_api_run_refuses_bad_split_sizes_before_work(workdir, monkeypatch):
     assert _tree(workdir) == {"afile"}
 
 
+# ------------------------------------------------------------------ another run's checkpoint
+@pytest.fixture
+def foreign_checkpoint(workdir) -> Path:
+    """``ck/`` holding the checkpoint of a stopped Z2 run (not the P4 run asked for)."""
+    with pytest.raises(StopTraining):
+        run(rotmnist_config("z2_mnist_cnn", 28, **TINY), checkpoint_dir=workdir / "ck",
+            stop_after_epoch=1)
+    return workdir / "ck"
+
+
+def test_api_run_refuses_another_runs_checkpoint_before_loading_data(foreign_checkpoint,
+                                                                      workdir, monkeypatch):
+    monkeypatch.setattr(run_module, "get_dataset", _no_data)
+    config = rotmnist_config("p4_mnist_cnn", 28, **TINY)
+    before = (foreign_checkpoint / "last.pt").read_bytes()
+    with pytest.raises(run_module.ForeignCheckpoint,
+                       match=rf"belongs to another config \(\w+, not {config.key()}\); delete "
+                             "it or pick another directory"):
+        run(config, checkpoint_dir=foreign_checkpoint, results_dir=workdir / "res")
+    assert (foreign_checkpoint / "last.pt").read_bytes() == before
+    assert not (workdir / "res").exists()
+
+
+def test_train_refuses_another_runs_checkpoint_as_bad_input(foreign_checkpoint, workdir,
+                                                            capsys):
+    argv = ["train", "--channels", "2", "--epochs", "2", "--sizes", "128", "32", "32",
+            "--checkpoint-dir", str(foreign_checkpoint), "--results-dir", "res"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(rf"{TRAIN}checkpoint .*last\.pt belongs to another config .*; delete "
+                        "it or pick another directory", _one_line(captured.err))
+    assert not (workdir / "res").exists()
+
+
 # ------------------------------------------------------------------ corrupt checkpoint
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_checkpoint_is_moved_aside_and_the_run_restarts(workdir, damage):
