@@ -49,21 +49,22 @@ def rebuild_tested_model(config: dict[str, Any] | RunConfig, checkpoint_dir: str
 
 def predict_test_set(config: dict[str, Any] | RunConfig, checkpoint_dir: str | Path, *,
                      angle: float = 0.0, data_dir: str | Path | None = None,
-                     data: DatasetSplits | None = None,
-                     batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets, predicted classes) of the run's tested model on its test set rotated by
-    ``angle`` degrees, computed as the engine's evaluation does (CPU). ``data``: the raw
-    splits of the run's dataset, when already loaded."""
+                     data: DatasetSplits | None = None, batch_size: int = 500,
+                     device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, predicted classes), on the CPU, of the run's tested model on its test set
+    rotated by ``angle`` degrees, computed as the engine's evaluation does, on ``device``.
+    ``data``: the raw splits of the run's dataset, when already loaded."""
     config = RunConfig.from_dict(config)
     if data is None:
         data = get_dataset(config.data.dataset, data_dir, False, **config.data.options)
     sets = RunDatasets(config, data)
-    model = rebuild_tested_model(config, checkpoint_dir, sets.info.num_classes)
+    dev = torch.device(device)
+    model = rebuild_tested_model(config, checkpoint_dir, sets.info.num_classes).to(dev)
     targets, predicted = [], []
     loader = torch.utils.data.DataLoader(sets.test, batch_size=batch_size)
     with torch.no_grad():
         for x, y in loader:
-            x = normalize(rotate(x, float(angle)), sets.info.mean, sets.info.std)
-            predicted.append(model(x).argmax(1))
+            x = normalize(rotate(x.to(dev), float(angle)), sets.info.mean, sets.info.std)
+            predicted.append(model(x).argmax(1).cpu())
             targets.append(y)
     return torch.cat(targets), torch.cat(predicted)

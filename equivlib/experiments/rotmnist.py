@@ -465,7 +465,8 @@ def upright_drops(table: pd.DataFrame, models: Sequence[ModelSpec]) -> str:
 
 def upright_confusions(configs: Sequence[dict[str, Any] | RunConfig],
                        checkpoint_dir: str | Path, *, pair: tuple[int, int] = (6, 9),
-                       data_dir: str | Path | None = None) -> pd.DataFrame:
+                       data_dir: str | Path | None = None, device: str = "cpu",
+                       ) -> pd.DataFrame:
     """Which upright digits each model gets wrong, trained upright (regime ``none``): per
     model, summed over its seeds, the test errors at 0° and how many of them confuse the
     two digits of ``pair`` either way (a 6 read as 9 or a 9 as 6: what an exactly
@@ -483,7 +484,8 @@ def upright_confusions(configs: Sequence[dict[str, Any] | RunConfig],
         if options not in loaded:  # the runs of a grid share one split
             loaded[options] = get_dataset(config.data.dataset, data_dir, False,
                                           **config.data.options)
-        targets, predicted = predict_test_set(config, directory, data=loaded[options])
+        targets, predicted = predict_test_set(config, directory, data=loaded[options],
+                                              device=device)
         wrong = targets != predicted
         swapped = ((targets == a) & (predicted == b)) | ((targets == b) & (predicted == a))
         rows.append({"model": run_labels(config)[0], "test_images": len(targets),

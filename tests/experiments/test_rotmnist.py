@@ -198,7 +198,7 @@ def test_upright_confusions_counts_six_nine_swaps_of_upright_runs_with_checkpoin
     loads = []
     monkeypatch.setattr(rotmnist, "get_dataset", lambda *a, **kw: loads.append(kw) or "data")
     monkeypatch.setattr(rotmnist, "predict_test_set",
-                        lambda c, d, data: (targets, outputs[d.name]))
+                        lambda c, d, data, device: (targets, outputs[d.name]))
     table = upright_confusions(configs, tmp_path)
     assert table.to_dict("list") == {
         "model": ["P4-28", "Z2-28"], "runs": [2, 1], "test_images": [14, 7],
