@@ -25,7 +25,7 @@ from equivlib.models import get_model
 
 
 def rebuild_tested_model(config: dict[str, Any] | RunConfig, checkpoint_dir: str | Path,
-                 num_classes: int) -> nn.Module:
+                         num_classes: int) -> nn.Module:
     """The model ``config``'s run tested, from ``checkpoint_dir/last.pt``, in eval mode.
 
     Raises FileNotFoundError when there is no checkpoint, ValueError when it belongs to
