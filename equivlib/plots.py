@@ -6,16 +6,26 @@ run that dies never leaves a half-written file where a good one was. PNG and PDF
 timestamps and the font is pinned, so the same numbers give the same bytes; the figure
 functions use only deterministic seaborn statistics (means, ``errorbar="sd"``, no
 bootstrapped intervals, no jitter).
+
+Every CSV gets a sidecar ``NAME.provenance.json`` that says where its numbers were made
+(:func:`save_csv`): the CSV holds only the numbers, so it changes only when they do.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 
-from equivlib.store.atomic import atomic_path
+from equivlib.store.atomic import atomic_path, atomic_write_bytes
+from equivlib.store.provenance import collect as collect_provenance
+from equivlib.store.results import provenance_of
 
 EXACT_COLOR = "#1b7837"
 INEXACT_COLOR = "#c51b7d"
@@ -88,11 +98,60 @@ def save_and_show(fig: plt.Figure, out_dir: str | os.PathLike, name: str):
     return Image(filename=str(paths[0]))
 
 
-def save_csv(table, out_dir: str | os.PathLike, name: str, float_format: str = "%.6g") -> Path:
-    """Write a pandas DataFrame as ``out_dir/name.csv`` atomically, with fixed float format."""
+SIDECAR_SUFFIX = ".provenance.json"
+_NOT_IN_CSV = re.compile(r"(^|_)(seconds|secs|elapsed|timing|wall_time|provenance|commit)$",
+                         re.IGNORECASE)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+def sidecar(name: str, *, runs: Iterable[Any] | None = None,
+            timing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content of ``name``'s provenance sidecar (see :func:`save_csv`)."""
+    content: dict[str, Any] = {"csv": f"{name}.csv", "written": collect_provenance()}
+    if runs is not None:
+        found = provenance_of(list(runs))
+        counts = Counter(json.dumps(p, sort_keys=True) for p in found)
+        order = sorted(counts, key=lambda text: (-counts[text], text == "null", text))
+        content["runs"] = {  # the most frequent first, unknown (null) last among equals
+            "count": len(found), "unknown": counts.get("null", 0),
+            "provenances": [{"count": counts[text], "provenance": json.loads(text)}
+                            for text in order]}
+    if timing is not None:
+        content["timing"] = timing
+    return content
+
+
+def save_csv(table, out_dir: str | os.PathLike, name: str, float_format: str = "%.6g", *,
+             runs: Iterable[Any] | None = None, timing: dict[str, Any] | None = None) -> Path:
+    """Write a pandas DataFrame as ``out_dir/name.csv`` atomically, with fixed float format,
+    and beside it ``name.provenance.json`` (sorted keys, atomic): where the table was
+    written (``"written"``: :func:`equivlib.store.provenance.collect`), and with ``runs``
+    (the run configs or store records the table came from, e.g. the configs given to
+    :func:`equivlib.engine.grid.run_grid`) the distinct provenances of those runs with
+    counts (``"runs"``; a run whose provenance is unknown counts under ``null``), and
+    ``timing`` (a JSON-able dict; default: the table's ``attrs["timing"]``, if any).
+
+    The CSV holds only numbers: a column named like a timing or provenance (``seconds``,
+    ``*_seconds``, ``elapsed``, ``timing``, ``commit``, ...) is refused with ValueError, as
+    such values belong in ``timing``. Returns the CSV's path."""
+    bad = [str(c) for c in table.columns if _NOT_IN_CSV.search(str(c))]
+    if bad:
+        raise ValueError(f"{name}.csv: column(s) {bad} hold timing or provenance, which "
+                         "would change the CSV on every rebuild; drop them and pass them as "
+                         "save_csv(..., timing={...}) (written to the sidecar)")
+    if timing is None:
+        timing = getattr(table, "attrs", {}).get("timing")
+    content = sidecar(name, runs=runs, timing=timing)
+    text = json.dumps(content, sort_keys=True, indent=1, default=_jsonable) + "\n"
     path = Path(out_dir) / f"{name}.csv"
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
+    atomic_write_bytes(Path(out_dir) / f"{name}{SIDECAR_SUFFIX}", text.encode())
     return path
 
 

@@ -3,6 +3,7 @@ permissions; every figure function of the notebooks, on small fake tables, gives
 and PDF bytes twice (in one process and in two with different hash seeds), and its seaborn
 statistics are the tables' means and standard deviations over seeds."""
 
+import json
 import os
 import stat
 import subprocess
@@ -20,6 +21,7 @@ import pytest  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from equivlib import plots  # noqa: E402
+from equivlib.engine.config import RunConfig  # noqa: E402
 from equivlib.experiments import (  # noqa: E402
     classification,
     imagenet,
@@ -28,6 +30,8 @@ from equivlib.experiments import (  # noqa: E402
     subsampling,
     zoo,
 )
+from equivlib.store import results  # noqa: E402
+from equivlib.store.provenance import collect  # noqa: E402
 
 
 def _figure():
@@ -52,9 +56,11 @@ def test_files_get_the_usual_mode_and_no_temp_files_remain(tmp_path):
         paths.append(plots.save_csv(pd.DataFrame({"x": [0.1234567891]}), tmp_path, "fig"))
     finally:
         os.umask(umask)
+    paths.append(tmp_path / "fig.provenance.json")
     for path in paths:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.csv", "fig.pdf", "fig.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.csv", "fig.pdf", "fig.png",
+                                                          "fig.provenance.json"]
     assert (tmp_path / "fig.csv").read_text() == "x\n0.123457\n"
 
 
@@ -337,3 +343,73 @@ def test_heatmaps_of_exact_sizes_and_of_the_zoo():
                                                             "vit_b_16"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(zoo.VERDICTS)
     plt.close(fig)
+
+
+# ------------------------------------------------------------ provenance sidecars
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Three runs in a results store: two made here, one at another commit on another CPU,
+    and a fourth config never run (unknown); nothing else seen in this process."""
+    monkeypatch.setattr(results, "_seen", {})
+    configs = [RunConfig.from_dict({"train": {"seed": seed}}) for seed in range(4)]
+    here = collect("cpu")
+    elsewhere = {**here, "commit": "1a2b3c4" + "0" * 33, "dirty": True, "cpu": "AMD EPYC"}
+    for config, made in zip(configs[:3], [here, here, elsewhere], strict=False):
+        results.save_result(config.to_dict(), {"acc": 0.5}, tmp_path / "results",
+                            provenance=made)
+    return configs, here, elsewhere
+
+
+def _sidecar(out_dir, name):
+    path = Path(out_dir) / f"{name}.provenance.json"
+    text = path.read_text()
+    content = json.loads(text)
+    assert text == json.dumps(content, sort_keys=True, indent=1) + "\n"  # sorted, indented
+    return content
+
+
+def test_a_csv_has_a_sidecar_of_where_it_was_written(tmp_path):
+    table = pd.DataFrame({"model": ["a", "b"], "accuracy": [0.5, 0.25]})
+    plots.save_csv(table, tmp_path, "fig")
+    assert (tmp_path / "fig.csv").read_text() == "model,accuracy\na,0.5\nb,0.25\n"
+    content = _sidecar(tmp_path, "fig")
+    assert set(content) == {"csv", "written"} and content["csv"] == "fig.csv"
+    assert content["written"] == collect()
+
+
+@pytest.mark.parametrize("given", ["configs", "dicts", "records"])
+def test_the_sidecar_counts_the_runs_provenances(tmp_path, store, given):
+    configs, here, elsewhere = store
+    runs = {"configs": configs, "dicts": [c.to_dict() for c in configs],
+            "records": [results.load_result(c.to_dict(), tmp_path / "results")
+                        for c in configs[:3]] + [{"config": {}, "metrics": {}}]}[given]
+    table = pd.DataFrame({"seed": [0, 1, 2, 3], "accuracy": [0.5, 0.5, 0.5, 0.5]})
+    plots.save_csv(table, tmp_path / "out", "fig", runs=runs, timing={"wall_seconds": 12.5})
+    csv = (tmp_path / "out" / "fig.csv").read_text()
+    assert csv.splitlines()[0] == "seed,accuracy"  # the numbers only
+    assert not any(word in csv for word in ("commit", "AMD", here["cpu"], "12.5"))
+    content = _sidecar(tmp_path / "out", "fig")
+    assert content["written"] == collect() and content["timing"] == {"wall_seconds": 12.5}
+    assert content["runs"] == {"count": 4, "unknown": 1, "provenances": [
+        {"count": 2, "provenance": here}, {"count": 1, "provenance": elsewhere},
+        {"count": 1, "provenance": None}]}
+
+
+@pytest.mark.parametrize("column", ["seconds", "train_seconds", "elapsed", "timing",
+                                    "commit", "Wall_Time"])
+def test_a_timing_or_provenance_column_is_refused(tmp_path, column):
+    table = pd.DataFrame({"model": ["a"], column: [1.0]})
+    with pytest.raises(ValueError, match=f"{column}.*timing="):
+        plots.save_csv(table, tmp_path, "fig")
+    assert not list(tmp_path.iterdir())
+
+
+def test_zoo_models_table_keeps_its_seconds_out_of_the_csv(tmp_path):
+    _, models = zoo.zoo_table(["resnet18", "vgg11"], [224, 225])
+    assert "seconds" not in models.columns
+    seconds = models.attrs["timing"]["seconds_per_model"]
+    assert set(seconds) == {"resnet18", "vgg11"} and all(s > 0 for s in seconds.values())
+    plots.save_csv(models, tmp_path, "09_model_zoo_models")
+    header = (tmp_path / "09_model_zoo_models.csv").read_text().splitlines()[0]
+    assert header == "model,family,built,nearest,note"
+    assert _sidecar(tmp_path, "09_model_zoo_models")["timing"] == models.attrs["timing"]

@@ -6,6 +6,11 @@ before training it, so none is trained twice.
 
 Every run trains with ``threads`` torch threads, in-process or in a worker, so a result
 does not depend on how many runs share the machine.
+
+Each stored run says where it was made (:mod:`equivlib.store.provenance`); a grid that
+reuses runs made elsewhere (another commit, lock, CPU, GPU or torch/CUDA version, or unknown)
+prints one line that says so. The provenance of every run a grid returned is then known to
+this process (:func:`equivlib.store.results.provenance_of`), e.g. for a figure's sidecar.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from equivlib.engine.config import RunConfig
 from equivlib.engine.launch import train_with_torchrun
 from equivlib.engine.run import check_device, prepare, progress_enabled, run
 from equivlib.store.claims import STALE_AFTER_SECONDS, claimed, read_claim
+from equivlib.store.provenance import collect as collect_provenance
+from equivlib.store.provenance import made_elsewhere
 from equivlib.store.results import load_result
 
 
@@ -123,6 +130,10 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
     run another live process holds is waited for (checked every ``poll_seconds``; taken over
     when its claim goes stale after ``stale_after`` s). ``on_done(config, metrics, reused)``
     is called as runs finish, ``on_held(config, holder)`` once per run found held elsewhere.
+    When some reused runs were made elsewhere (:func:`equivlib.store.provenance.differences`:
+    another commit, lock, CPU, GPU, torch or CUDA, or unknown), one line at the end says so
+    on stdout (``reused 12 runs made elsewhere: 8 at commit 1a2b3c4 (dirty); 4 on ...``);
+    :func:`equivlib.store.results.provenance_of` then gives the provenance of every run.
     All configs and every dataset they need are checked before any work (one error names
     each missing dataset, :func:`check_data`); a failed run
     raises :class:`GridRunError` after the runs in flight have finished and been stored.
@@ -138,11 +149,13 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
     configs = [c.to_dict() for c in checked]
     results: dict[str, dict[str, Any]] = {}
     missing: dict[str, dict[str, Any]] = {}
+    reused_from: dict[str, dict[str, Any] | None] = {}  # key -> provenance of a reused run
     for c in configs:
         key = RunConfig.from_dict(c).key()
         stored = load_result(c, results_dir)
         if stored is not None:
             results[key] = stored["metrics"]
+            reused_from[key] = stored["provenance"]
         else:
             missing[key] = c
 
@@ -165,6 +178,11 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
         status, metrics = outcome
         results[key] = metrics
         counts["reused" if status == "reused" else "trained"] += 1
+        # read back in this process: its provenance (the run may have been stored by a
+        # worker, torchrun or another shard) is then known here, see provenance_of
+        record = load_result(missing[key], results_dir)
+        if status == "reused":
+            reused_from[key] = record["provenance"] if record is not None else None
         bar.update(1)
         report()
         if on_done is not None:
@@ -187,6 +205,11 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
                 time.sleep(poll_seconds)
     finally:
         bar.close()
+    if reused_from:
+        here = collect_provenance(device, processes=processes_per_run, threads=threads)
+        line = made_elsewhere(reused_from.values(), here)
+        if line:
+            print(line, flush=True)
     return [results[k] for k in keys]
 
 

@@ -59,6 +59,7 @@ from equivlib.engine.loop import (
 from equivlib.engine.optim import build_optimizer, build_scheduler
 from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
 from equivlib.models import get_model
+from equivlib.store.provenance import collect as collect_provenance
 from equivlib.store.results import load_result, save_result
 
 
@@ -185,7 +186,9 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
         ctx: DistContext | None = None, stop_after_epoch: int | None = None) -> dict[str, Any]:
     """Train and test one run; resume from ``checkpoint_dir/last.pt`` if it exists.
 
-    With ``results_dir`` a finished run is reused and a new result is stored there.
+    With ``results_dir`` a finished run is reused and a new result is stored there, with
+    where it was made (:mod:`equivlib.store.provenance`: CPU, device, threads, processes,
+    torch/CUDA, lock hash, commit) beside the metrics.
     ``data`` (raw splits) skips loading. ``workers``: DataLoader worker processes;
     ``amp`` (CUDA: bf16 where supported, else fp16 with a grad scaler) and
     ``channels_last`` change how, not what, is computed and are not part of the config.
@@ -340,8 +343,9 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     finally:
         if wb is not None:
             wb.finish()
-    if results_dir is not None and ctx.is_main:
-        save_result(config.to_dict(), metrics, results_dir)
+    if results_dir is not None and ctx.is_main:  # with where it was made (world size, ...)
+        save_result(config.to_dict(), metrics, results_dir,
+                    provenance=collect_provenance(dev, processes=ctx.world_size))
     return metrics
 
 

@@ -3,6 +3,16 @@
 Files are written atomically (temp file in the same directory + ``os.replace``); a file
 that does not validate (bad JSON, wrong config, missing fields, no ``"complete": true``)
 is treated as missing, with one warning per path.
+
+Every record also says where it was made: a top-level ``"provenance"`` entry
+(:func:`equivlib.store.provenance.collect`), beside and never inside ``config`` (so keys do
+not change) and ``metrics`` (so a resumed run's metrics stay bit-identical). Records written
+before provenance was stored still load; their ``"provenance"`` reads as None ("unknown"),
+as does one that is not a dict.
+
+The provenance of every record this process saved or loaded is remembered by key, so the
+runs behind a table can be named after the fact (:func:`provenance_of`, used by
+:func:`equivlib.plots.save_csv`'s ``runs=``).
 """
 
 from __future__ import annotations
@@ -10,14 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from equivlib.store.atomic import atomic_write_bytes
+from equivlib.store.provenance import collect
 
 DEFAULT_ROOT = Path("results")
 _FIELDS = ("key", "config", "metrics", "complete")
 _warned: set[str] = set()
+_seen: dict[str, dict[str, Any] | None] = {}  # key -> provenance of records saved / loaded
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -36,12 +49,17 @@ def _normalise(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_result(config: dict[str, Any], metrics: dict[str, Any],
-                root: str | Path = DEFAULT_ROOT) -> Path:
-    """Store ``metrics`` of the finished run ``config``; returns the file's path."""
+                root: str | Path = DEFAULT_ROOT, *,
+                provenance: dict[str, Any] | None = None) -> Path:
+    """Store ``metrics`` of the finished run ``config`` with where it was made
+    (``provenance``; default: this process's, :func:`~equivlib.store.provenance.collect`);
+    returns the file's path."""
     path = result_path(config, root)
+    provenance = _normalise(provenance if provenance is not None else collect())
     record = {"key": config_hash(config), "config": _normalise(config),
-              "metrics": metrics, "complete": True}
+              "metrics": metrics, "provenance": provenance, "complete": True}
     atomic_write_bytes(path, json.dumps(record, sort_keys=True, indent=1).encode())
+    _seen[record["key"]] = provenance
     return path
 
 
@@ -53,8 +71,9 @@ def _invalid(path: Path, why: str) -> None:
 
 
 def load_result(config: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> dict | None:
-    """The stored record ``{"key", "config", "metrics", "complete"}`` of ``config``, or None
-    when absent or invalid (corrupt, half-written, wrong config, incomplete)."""
+    """The stored record ``{"key", "config", "metrics", "provenance", "complete"}`` of
+    ``config``, or None when absent or invalid (corrupt, half-written, wrong config,
+    incomplete). ``provenance`` is None for a record that does not say where it was made."""
     path = result_path(config, root)
     if not path.exists():
         return None
@@ -73,4 +92,39 @@ def load_result(config: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> dict
             or record["key"] != path.stem:
         _invalid(path, "config inside does not match the key")
         return None
+    if not isinstance(record.get("provenance"), dict):
+        record["provenance"] = None  # written before provenance was stored: unknown
+    _seen[record["key"]] = record["provenance"]
     return record
+
+
+def _key_of(run: Any) -> str:
+    if hasattr(run, "key") and callable(run.key):  # a RunConfig
+        return run.key()
+    return config_hash(run)
+
+
+def _is_record(run: Any) -> bool:
+    return isinstance(run, dict) and "config" in run and "metrics" in run
+
+
+def provenance_of(runs: Iterable[Any],
+                  root: str | Path | None = None) -> list[dict[str, Any] | None]:
+    """Where each of ``runs`` was made, in order: ``runs`` are store records (their own
+    ``"provenance"``) or configs (``RunConfig`` objects, or the full config dicts that the
+    store keys), looked up among the records this process saved or loaded (e.g. every run
+    that :func:`equivlib.engine.grid.run_grid` returned) and, failing that, in the store at
+    ``root``. None for a run whose provenance is unknown (an older record, or a config not
+    seen in this process and not found under ``root``)."""
+    found: list[dict[str, Any] | None] = []
+    for run in runs:
+        if _is_record(run):
+            prov = run.get("provenance")
+            found.append(prov if isinstance(prov, dict) else None)
+            continue
+        key = _key_of(run)
+        if key not in _seen and root is not None:
+            config = run.to_dict() if hasattr(run, "to_dict") else run
+            load_result(config, root)
+        found.append(_seen.get(key))
+    return found

@@ -9,7 +9,7 @@ from equivlib.engine.grid import GridRunError, run_grid
 from equivlib.engine.launch import LaunchError, torchrun_command, train_with_torchrun
 from equivlib.experiments.protocols import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config
-from equivlib.store.results import load_result
+from equivlib.store.results import load_result, provenance_of
 
 
 def test_command_line():
@@ -29,7 +29,10 @@ def test_grid_trains_a_run_over_two_processes(tmp_path):
                              angles=[0.0, 90.0], channels=2, dropout=0.0)
     [metrics] = run_grid([config], tmp_path / "results", tmp_path / "ck", processes_per_run=2)
     assert metrics["timing"]["processes"] == 2
-    assert load_result(config.to_dict(), tmp_path / "results")["metrics"] == metrics
+    record = load_result(config.to_dict(), tmp_path / "results")
+    assert record["metrics"] == metrics
+    assert (record["provenance"]["processes"], record["provenance"]["device"]) == (2, "cpu")
+    assert provenance_of([config]) == [record["provenance"]]  # known in this process
     assert (tmp_path / "ck" / config.key() / "torchrun.log").exists()
     assert not list((tmp_path / "ck" / config.key()).glob("*.json"))  # config file removed
 

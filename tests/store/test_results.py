@@ -3,7 +3,15 @@ import warnings
 
 import pytest
 
-from equivlib.store.results import config_hash, load_result, result_path, save_result
+from equivlib.store import results
+from equivlib.store.provenance import collect
+from equivlib.store.results import (
+    config_hash,
+    load_result,
+    provenance_of,
+    result_path,
+    save_result,
+)
 
 CFG = {"model": "p4_mnist_cnn", "input_size": 28, "seed": 3, "opt": {"lr": 0.01, "wd": 1e-5}}
 
@@ -58,3 +66,58 @@ def test_corrupt_file_is_missing_and_warns_once(tmp_path, how):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_result(CFG, tmp_path) is None
+
+
+# ------------------------------------------------------------------ provenance
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No record saved or loaded yet in this process."""
+    monkeypatch.setattr(results, "_seen", {})
+
+
+def test_a_record_says_where_it_was_made(tmp_path, fresh):
+    key_before = config_hash(CFG)
+    path = save_result(CFG, {"acc": 0.5}, tmp_path)
+    assert path.stem == key_before  # the key is the config's alone
+    stored = json.loads(path.read_text())
+    assert set(stored) == {"key", "config", "metrics", "provenance", "complete"}
+    assert stored["config"] == CFG and stored["metrics"] == {"acc": 0.5}
+    assert stored["provenance"] == collect()
+    record = load_result(CFG, tmp_path)
+    assert record["provenance"] == stored["provenance"] and record["metrics"] == {"acc": 0.5}
+
+
+def test_a_given_provenance_is_stored(tmp_path):
+    made = {**collect("cpu", processes=4, threads=8), "cpu": "AMD EPYC 9R14"}
+    save_result(CFG, {"acc": 0.5}, tmp_path, provenance=made)
+    assert load_result(CFG, tmp_path)["provenance"] == made
+
+
+@pytest.mark.parametrize("old", ["absent", "null", "not a dict"])
+def test_an_old_record_loads_and_counts_as_unknown(tmp_path, fresh, old):
+    path = save_result(CFG, {"acc": 0.5}, tmp_path)
+    record = json.loads(path.read_text())
+    if old == "absent":  # written before provenance was stored
+        del record["provenance"]
+    else:
+        record["provenance"] = None if old == "null" else "intel"
+    path.write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid result" warning: it is valid
+        loaded = load_result(CFG, tmp_path)
+    assert loaded["metrics"] == {"acc": 0.5} and loaded["provenance"] is None
+    assert provenance_of([CFG]) == [None]
+    assert provenance_of([loaded, record]) == [None, None]
+
+
+def test_provenance_of_configs_and_records(tmp_path, fresh):
+    other = {**CFG, "seed": 4}
+    made = {**collect("cpu"), "commit": "1" * 40}
+    save_result(CFG, {"acc": 0.5}, tmp_path, provenance=made)
+    results._seen.clear()  # as in a new process: nothing saved or loaded here yet
+    assert provenance_of([CFG, other]) == [None, None]  # not seen, no store given
+    assert provenance_of([CFG, other], tmp_path) == [made, None]  # read from the store
+    assert provenance_of([CFG]) == [made]  # now remembered
+    assert provenance_of([load_result(CFG, tmp_path)]) == [made]  # a record: its own
