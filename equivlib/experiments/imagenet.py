@@ -193,6 +193,36 @@ def results_table(configs: Sequence[RunConfig], metrics: Sequence[dict[str, Any]
     return pd.DataFrame(rows)
 
 
+LOGITS_ROUNDING = 1e-4  # float32 rounding of the logits' invariance error, with margin
+
+
+def check_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
+                     processes: int) -> str:
+    """AssertionError unless every run used ``processes`` DDP processes and every exact model
+    has logits invariant to quarter turns (error below ``LOGITS_ROUNDING``) and the same
+    top-1 at the four quarter turns in every seed. One line per model that holds on any
+    machine (the accuracies and errors themselves: :func:`exactness_report`)."""
+    if not (table.processes == processes).all():
+        raise AssertionError(f"a run was not trained with {processes} processes")
+    lines = []
+    for model, sub in table.groupby("model", sort=False):
+        error = sub.logit_error.max()
+        kind = {True: "exact", False: "approximate", None: "not equivariant"}[exact[model]]
+        if exact[model]:
+            if not error < LOGITS_ROUNDING:
+                raise AssertionError(f"{model} is exact but its logits change by {error:.2g} "
+                                     "under quarter turns")
+            if sub.groupby("seed").top1.nunique().max() != 1:
+                raise AssertionError(f"{model} is exact but its quarter-turn top-1 differ")
+            lines.append(f"{model:7s} ({kind}): logit invariance error below "
+                         f"{LOGITS_ROUNDING:.0e}, the same top-1 at every quarter turn")
+        else:
+            where = ("not measured" if np.isnan(error) else
+                     f"{'above' if error >= LOGITS_ROUNDING else 'below'} {LOGITS_ROUNDING:.0e}")
+            lines.append(f"{model:7s} ({kind}): logit invariance error {where}")
+    return "\n".join(lines)
+
+
 def exactness_report(table: pd.DataFrame, exact: dict[str, bool | None]) -> str:
     """Per model: whether its four quarter-turn top-1 accuracies agree in every seed, and
     its logits' invariance error, against what the architecture's exactness predicts."""

@@ -115,6 +115,33 @@ def error_summary(errors: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+ROUNDING = 1e-4  # float32 rounding of a trained model's maps, with margin
+BROKEN = 1e-2  # an error above this is not rounding: the layer is not equivariant
+
+
+def error_verdicts(errors: pd.DataFrame, specs: Sequence[ModelSpec]) -> str:
+    """Per model, which depths stay at float rounding (largest error over seeds below
+    ``ROUNDING``) and which do not (above ``BROKEN``): lines that hold on any machine
+    (the errors themselves: :func:`error_summary`). AssertionError when an exact model
+    exceeds ``ROUNDING`` at any depth."""
+    worst = errors.groupby(["model", "layer"], sort=False).error.max()
+    lines = []
+    for spec in specs:
+        if spec.label not in worst.index.get_level_values("model"):
+            continue
+        mine = worst[spec.label]
+        if spec.exact and not (mine < ROUNDING).all():
+            raise AssertionError(f"{spec.label} is exact but its error reaches "
+                                 f"{mine.max():.2g} at {mine.idxmax()}")
+        groups = [(f"below {ROUNDING:.0e}", mine.index[mine < ROUNDING]),
+                  (f"above {BROKEN:.0e}", mine.index[mine > BROKEN]),
+                  (f"between {ROUNDING:.0e} and {BROKEN:.0e}",
+                   mine.index[(mine >= ROUNDING) & (mine <= BROKEN)])]
+        lines.append(f"{spec.description}: " + "; ".join(
+            f"{bound} at {', '.join(layers)}" for bound, layers in groups if len(layers)))
+    return "\n".join(lines)
+
+
 def plot_errors(errors: pd.DataFrame, specs: Sequence[ModelSpec]):
     """Figure 2: equivariance error of the trained models at four depths (log scale), one
     group of bars per depth, exact size beside the one pixel off: seaborn's bars at the

@@ -305,6 +305,28 @@ def quarter_turn_spread(table: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+SAME_ACCURACY_POINTS = 0.1  # an exact model's quarter-turn accuracies differ by no more
+
+
+def check_exact_quarter_turns(table: pd.DataFrame, models: Sequence[ModelSpec]) -> str:
+    """AssertionError unless every exact model has the same accuracy at 0°, 90°, 180° and
+    270° in every regime and seed (its logits are invariant to quarter turns up to float
+    rounding); one line per exact model that holds on any machine."""
+    quarters = quarter_turn_spread(table)
+    lines = []
+    for m in [m for m in models if m.exact]:
+        mine = quarters[quarters.model == m.label]
+        if mine.empty:
+            raise AssertionError(f"{m.label} is exact but has no results in the table")
+        spread = mine.max_spread_points.max()
+        if not spread <= SAME_ACCURACY_POINTS:
+            raise AssertionError(f"{m.label} is exact but its quarter-turn accuracies differ "
+                                 f"by {spread:.2f} points")
+        lines.append(f"{m.label} (exact): the same accuracy at 0°, 90°, 180° and 270° in all "
+                     f"{len(mine)} regime(s), every seed")
+    return "\n".join(lines) or "no exact model in the grid"
+
+
 def training_angle_density(regime: RegimeSpec, angles: np.ndarray,
                            mu: float = 45.0) -> np.ndarray | None:
     """Density (per degree) of the training rotations at ``angles`` (degrees, wrapped to

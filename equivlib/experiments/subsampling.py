@@ -35,6 +35,8 @@ VERDICT_CASES = (  # (architecture, input size) shown layer by layer
 )
 ROTATIONS = (1, 2, 3)  # quarter turns measured in the photo demo
 LAYER_NAME = f"conv k{KERNEL} s{STRIDE} p{PADDING}"
+DEMO_EXACT = 1e-12  # float64 rounding of the demo, with margin: below it means exact
+DEMO_INEXACT = 1e-2  # a size one pixel off changes the output by more than this
 
 
 # ---------------------------------------------------------------------------- 1. sampling grid
@@ -113,10 +115,33 @@ def photo_demo(photo: str, sizes: Sequence[int], num_kernels: int, seed: int) ->
             demo.rows.append(dict(section="photo_demo", model=LAYER_NAME, input_size=n,
                                   quantity=f"rel_error_rot{90 * r}", value=errors[-1]))
         demo.errors[n] = errors
-        if (max(errors) < 1e-12) != is_exact(n, KERNEL, STRIDE, PADDING):
+        if (max(errors) < DEMO_EXACT) != is_exact(n, KERNEL, STRIDE, PADDING):
             raise AssertionError(f"n={n}: the measurement ({max(errors):.1e}) disagrees with "
                                  f"the exactness condition")
+        if not is_exact(n, KERNEL, STRIDE, PADDING) and min(errors) <= DEMO_INEXACT:
+            raise AssertionError(f"n={n}: inexact, yet a quarter turn changes the output by "
+                                 f"only {min(errors):.1e} (expected > {DEMO_INEXACT:g})")
     return demo
+
+
+def demo_verdicts(demo: PhotoDemo) -> str:
+    """One line per size that holds on any machine: the condition's verdict and the bound
+    the measured errors fall under or above (the numbers themselves: ``str(demo)``);
+    AssertionError where the errors disagree with the verdict."""
+    lines = []
+    for n, errors in demo.errors.items():
+        turns = ", ".join(f"{90 * r}°" for r in ROTATIONS)
+        exact = is_exact(n, KERNEL, STRIDE, PADDING)
+        if not (max(errors) < DEMO_EXACT if exact else min(errors) > DEMO_INEXACT):
+            raise AssertionError(f"n={n}: the measured errors {errors} disagree with "
+                                 f"is_exact {exact}")
+        if exact:
+            lines.append(f"n={n}: is_exact True;  error at {turns} below {DEMO_EXACT:.0e} "
+                         "(float64 rounding): exact")
+        else:
+            lines.append(f"n={n}: is_exact False; error at {turns} above {DEMO_INEXACT:g}: "
+                         "not exact")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- 3. exact sizes

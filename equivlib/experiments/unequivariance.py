@@ -30,6 +30,7 @@ CHANCE_LOSS = math.log(2)  # cross-entropy of identical logits for the two class
 LOSS_TARGET = 0.01  # "loss -> 0": the inexact network must end below this
 TIE = 1e-9  # logit margins below this are float rounding: a tie, counted as half right
 LABELS = torch.tensor([0, 1])  # x, then T x
+INVARIANT = 1e-12  # the logits' invariance error at float64 rounding, with margin
 
 
 def check_sizes(inexact_size: int, exact_size: int) -> tuple[int, int]:
@@ -168,26 +169,29 @@ def check_claim(run: Training, inexact_size: int, exact_size: int) -> str:
     for ok, message in checks:
         if not ok:
             raise AssertionError(message)
+    # evidence against the thresholds only: the values themselves follow the training
+    # trajectory, which another CPU's rounding moves (training_summary prints them)
     return "\n".join([
-        f"inexact ({inexact_size}): final accuracy {100 * inexact.accuracy.iloc[-1]:.1f}%, "
-        f"final loss {inexact.loss.iloc[-1]:.2e} < {LOSS_TARGET}",
+        f"inexact ({inexact_size}): final accuracy 100.0%, final loss below {LOSS_TARGET}",
         f"exact   ({exact_size}): accuracy 50.0% at all {steps + 1} steps, "
-        f"min loss {exact.loss.min():.4f} = ln 2 = {CHANCE_LOSS:.4f}",
-        f"largest |logits(x) - logits(T x)| over training: {inexact_size}: "
-        f"{run.gaps[inexact.index].max():.1f}, {exact_size}: < {TIE:.0e} (float rounding)"])
+        f"loss never below ln 2 = {CHANCE_LOSS:.4f}",
+        f"largest |logits(x) - logits(T x)| over training: {inexact_size}: above {TIE:.0e} "
+        f"(told apart), {exact_size}: below {TIE:.0e} (float rounding)"])
 
 
 # ---------------------------------------------------------------------------- why
-def invariance_report(run: Training) -> str:
+def invariance_report(run: Training, numbers: bool = False) -> str:
     """Per size: the tracer's report of the trained network and the measured invariance
-    error of its logits under r, r², r³."""
+    error of its logits under r, r², r³: "< 1e-12" or "> 1e-12" (true on any machine), or
+    the values themselves with ``numbers=True`` (they follow the training trajectory)."""
     from equivlib.checks import equivariance_error
 
     blocks = []
     for n in run.sizes:
         text = str(trace(run.models[n], n, name=f"{MODEL} (trained at {n})"))
         errors = equivariance_error(run.models[n], run.batches[n][:1], P4, output="invariant")
-        shown = [f"{P4.element_name(g)}: " + (f"{e:.1e}" if e > 1e-12 else "< 1e-12")
+        shown = [f"{P4.element_name(g)}: " + ((f"{e:.1e}" if numbers else f"> {INVARIANT:.0e}")
+                                              if e > INVARIANT else f"< {INVARIANT:.0e}")
                  for g, e in zip(range(1, 4), errors.tolist(), strict=True)]
         blocks.append(text + "\n  invariance error of the logits: " + ", ".join(shown) + "\n")
     return "\n".join(blocks)

@@ -130,8 +130,10 @@ def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
               build: Callable[[str], nn.Module] = build_on_meta,
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(cells, models)``: one row per model and size (verdict, first breaking layer, note)
-    and one row per model (:func:`model_rows`); ``workers`` > 1 traces models in that many
-    spawned processes."""
+    and one row per model (:func:`model_rows`, without its ``seconds``: a timing would
+    change the saved CSV on every rebuild; the seconds per model are in
+    ``models.attrs["timing"]``, which :func:`equivlib.plots.save_csv` writes to the CSV's
+    provenance sidecar); ``workers`` > 1 traces models in that many spawned processes."""
     sizes = list(sizes)
     if workers > 1 and len(names) > 1:
         import multiprocessing
@@ -143,7 +145,11 @@ def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
     else:
         results = [model_rows(name, sizes, reference, build) for name in names]
     cells = [cell for model_cells, _ in results for cell in model_cells]
-    return pd.DataFrame(cells), pd.DataFrame([row for _, row in results])
+    models = pd.DataFrame([{k: v for k, v in row.items() if k != "seconds"}
+                           for _, row in results])
+    models.attrs["timing"] = {"seconds_per_model": {row["model"]: round(row["seconds"], 3)
+                                                    for _, row in results}}
+    return pd.DataFrame(cells), models
 
 
 def wide(cells: pd.DataFrame) -> pd.DataFrame:
@@ -247,6 +253,32 @@ def measured_check(names: Sequence[str], sizes_of: Callable[[str], Sequence[int]
             rows.append({"model": name, "size": size,
                          "trace": trace_cell(model, size)["verdict"], "max_error": err})
     return pd.DataFrame(rows)
+
+
+MEASURED_EXACT = 1e-10  # float64 rounding of the logits, with margin
+MEASURED_INEXACT = 1e-4  # one pixel off changes symmetrised logits by more than this
+
+
+def measured_verdict(check: pd.DataFrame) -> str:
+    """AssertionError unless every size the tracer calls exact measures below
+    ``MEASURED_EXACT`` and every "not exact" one above ``MEASURED_INEXACT``; one line that
+    holds on any machine (the errors themselves: the ``check`` table)."""
+    if check.empty:
+        return "no model measured"
+    exact_rows = check[check.trace == "exact"]
+    other_rows = check[check.trace == "not exact"]
+    bad_exact = exact_rows[~(exact_rows.max_error < MEASURED_EXACT)]  # NaN counts as bad
+    bad_other = other_rows[~(other_rows.max_error > MEASURED_INEXACT)]
+    if len(bad_exact):
+        raise AssertionError("an exact size shows a measurable error:\n" + bad_exact.to_string())
+    if len(bad_other):
+        raise AssertionError("an inexact size shows no error:\n" + bad_other.to_string())
+    return (f"tracer and measurement agree on {len(exact_rows) + len(other_rows)} model x size "
+            f"pairs: {len(exact_rows)} exact (logit change below {MEASURED_EXACT:.0e}), "
+            f"{len(other_rows)} not exact (above {MEASURED_INEXACT:.0e})"
+            + (f"; {len(check) - len(exact_rows) - len(other_rows)} not judged (tracer: "
+               f"{', '.join(sorted(set(check.trace) - {'exact', 'not exact'}))})"
+               if len(check) > len(exact_rows) + len(other_rows) else ""))
 
 
 def parse_sizes(text: str) -> list[int]:

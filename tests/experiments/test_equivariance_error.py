@@ -114,3 +114,39 @@ def test_plot_errors(measured):
     fig = exp.plot_errors(extra, exp.Sweep.from_params(**{**PARAMS, "large_sizes": "33"}))
     assert len(fig.axes) == 2 * 3 and fig.axes[2].get_title() == "larger inputs (init)"
     plt.close(fig)
+
+
+@pytest.mark.parametrize("losses, steps, expected", [
+    ({"z2_resnet20": 2.31, "p4_resnet20": 1e-9}, 1,
+     "2 models trained for 1 Adam steps each: every loss finite"),
+    ({"p4_resnet44": 0.0}, 200, "1 models trained for 200 Adam steps each: every loss finite"),
+    ({}, 0, "no training run (train_steps 0): initialisation only"),
+])
+def test_training_check_passes_finite_losses(losses, steps, expected):
+    assert exp.training_check(losses, steps) == expected
+
+
+@pytest.mark.parametrize("losses, message", [
+    ({"z2_resnet20": 2.3, "p4_resnet20": float("nan")}, "non-finite training loss: p4_resnet20$"),
+    ({"z2_resnet20": float("inf"), "p4_resnet20": 1.0}, "non-finite training loss: z2_resnet20$"),
+    ({"z2_resnet20": float("-inf"), "p4_resnet20": float("nan"), "p4m_resnet20": 0.5},
+     "non-finite training loss: z2_resnet20, p4_resnet20$"),
+])
+def test_training_check_names_the_models_with_a_non_finite_loss(losses, message):
+    with pytest.raises(AssertionError, match=message):
+        exp.training_check(losses, 1)
+
+
+def test_training_check_of_the_sweep(measured):
+    sweep, _, losses = measured
+    assert exp.training_check(losses, sweep.train_steps) == \
+        "2 models trained for 1 Adam steps each: every loss finite"
+
+
+def test_training_check_without_training():
+    sweep = exp.Sweep.from_params(**{**PARAMS, "models": "p4_resnet20", "sizes": "17",
+                                     "train_steps": 0})
+    _, losses = exp.run_sweep(sweep)
+    assert losses == {}
+    assert exp.training_check(losses, sweep.train_steps) == \
+        "no training run (train_steps 0): initialisation only"

@@ -101,3 +101,56 @@ def test_tables_and_figure(shards):
     heights = [round(b.get_height()) for b in fig.axes[0].patches]
     assert heights == [50, 40, 30, 45, 50, 50, 50, 50]
     assert np.isclose(table.top5, 0.9).all()
+
+
+EXACT = {"P4-224": False, "P4-225": True}
+
+
+def _runs(shards, metrics):
+    """``results_table`` of P4-224 and P4-225 (two seeds each) with the given metrics:
+    ``{model: [seed 0's, seed 1's]}``."""
+    _, manifest = shards
+    configs = [c for c in imagenet.configs_from_params(PARAMS, manifest)
+               if c.model.name == "p4_resnet18"]
+    labels = {224: "P4-224", 225: "P4-225"}
+    return imagenet.results_table(configs, [metrics[labels[c.data.input_size]][c.train.seed]
+                                            for c in configs])
+
+
+GOOD_RUNS = {"P4-224": [_metrics([0.5, 0.4, 0.3, 0.45], 0.03), _metrics([0.5] * 4, 0.02)],
+             "P4-225": [_metrics([0.5] * 4, 2e-7), _metrics([0.25] * 4, 3e-5)]}
+
+
+@pytest.mark.parametrize("runs, exact, expected", [
+    (GOOD_RUNS, EXACT, [
+        "P4-224  (approximate): logit invariance error above 1e-04",
+        "P4-225  (exact): logit invariance error below 1e-04, the same top-1 at every "
+        "quarter turn"]),
+    # an approximate model's error is only reported, on either side of the bound
+    ({**GOOD_RUNS, "P4-224": [_metrics([0.5] * 4, 1e-6)] * 2}, EXACT, [
+        "P4-224  (approximate): logit invariance error below 1e-04",
+        "P4-225  (exact): logit invariance error below 1e-04, the same top-1 at every "
+        "quarter turn"]),
+    (GOOD_RUNS, {"P4-224": None, "P4-225": False}, [
+        "P4-224  (not equivariant): logit invariance error above 1e-04",
+        "P4-225  (approximate): logit invariance error below 1e-04"]),
+])
+def test_check_exact_runs_passes(shards, runs, exact, expected):
+    table = _runs(shards, runs)
+    assert imagenet.check_exact_runs(table, exact, 2).splitlines() == expected
+
+
+@pytest.mark.parametrize("runs, processes, message", [
+    (GOOD_RUNS, 1, "^a run was not trained with 1 processes$"),
+    ({**GOOD_RUNS, "P4-224": [_metrics([0.5] * 4, 0.03, processes=1)] * 2}, 2,
+     "^a run was not trained with 2 processes$"),
+    ({**GOOD_RUNS, "P4-225": [_metrics([0.5] * 4, 2e-7), _metrics([0.5] * 4, 1e-4)]}, 2,
+     "^P4-225 is exact but its logits change by 0.0001 under quarter turns$"),
+    ({**GOOD_RUNS, "P4-225": [_metrics([0.5] * 4, 0.2), _metrics([0.5] * 4, 1e-7)]}, 2,
+     "^P4-225 is exact but its logits change by 0.2 under quarter turns$"),
+    ({**GOOD_RUNS, "P4-225": [_metrics([0.5] * 4, 2e-7), _metrics([0.5, 0.5, 0.5, 0.501], 2e-7)]},
+     2, "^P4-225 is exact but its quarter-turn top-1 differ$"),
+])
+def test_check_exact_runs_refuses(shards, runs, processes, message):
+    with pytest.raises(AssertionError, match=message):
+        imagenet.check_exact_runs(_runs(shards, runs), EXACT, processes)

@@ -83,3 +83,61 @@ def test_tables_keep_network_and_angle_order_for_stored_results(trained):
     assert list(errors.layer[:4]) == list(pcam.ERROR_LAYERS)
     angles = list(accuracy_table(configs, stored).angle[:4])
     assert angles == sorted(angles)
+
+
+SPECS = [pcam.ModelSpec("p4_resnet20", 96), pcam.ModelSpec("p4_resnet20", 97),
+         pcam.ModelSpec("z2_resnet20", 97)]
+
+
+def _errors(table):
+    """A long error table (two seeds) from ``{model: {layer: error}}``; seed 1 holds the
+    given error, seed 0 a tenth of it (the verdict goes by the largest over seeds)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"model": model, "seed": seed, "layer": layer,
+                          "depth": pcam.DEPTH_LABELS[layer], "error": error / (10 - 9 * seed)}
+                         for model, errors in table.items() for seed in (0, 1)
+                         for layer, error in errors.items()])
+
+
+GOOD = {"P4-96": {"stem": 1e-7, "stages.0": 5e-3, "stages.1": 0.05, "stages.2": 0.2},
+        "P4-97": {"stem": 1e-7, "stages.0": 2e-6, "stages.1": 3e-6, "stages.2": 9e-5},
+        "Z2-97": {"stem": 0.5, "stages.0": 0.6, "stages.1": 0.7, "stages.2": 0.8}}
+
+
+@pytest.mark.parametrize("table, expected", [
+    (GOOD, ["P4-96 (approximate): below 1e-04 at stem; above 1e-02 at stages.1, stages.2; "
+            "between 1e-04 and 1e-02 at stages.0",
+            "P4-97 (exact): below 1e-04 at stem, stages.0, stages.1, stages.2",
+            "Z2-97 (not equivariant): above 1e-02 at stem, stages.0, stages.1, stages.2"]),
+    # a model missing from the errors is left out; the bounds themselves count as between
+    ({"P4-96": {"stem": 1e-4, "stages.0": 1e-2}},
+     ["P4-96 (approximate): between 1e-04 and 1e-02 at stem, stages.0"]),
+])
+def test_error_verdicts(table, expected):
+    text = pcam.error_verdicts(_errors(table), SPECS)
+    assert text.splitlines() == expected
+
+
+@pytest.mark.parametrize("layer, error, shown", [("stages.2", 1e-4, "0.0001"),
+                                                 ("stem", 0.03, "0.03")])
+def test_error_verdicts_refuse_an_exact_model_above_rounding(layer, error, shown):
+    table = {**GOOD, "P4-97": {**GOOD["P4-97"], layer: error}}
+    with pytest.raises(AssertionError, match=f"^P4-97 is exact but its error reaches {shown} "
+                                             f"at {layer}$"):
+        pcam.error_verdicts(_errors(table), SPECS)
+    # the same errors for an approximate model are only reported
+    as_approximate = pcam.error_verdicts(_errors({"P4-96": table["P4-97"]}), SPECS)
+    assert as_approximate.startswith("P4-96 (approximate): below 1e-04 at ")
+    assert ("between 1e-04 and 1e-02 at " if error <= 1e-2 else "above 1e-02 at ") + layer \
+        in as_approximate
+
+
+def test_error_verdicts_of_the_trained_models(trained):
+    configs, metrics = trained
+    lines = pcam.error_verdicts(pcam.error_table(configs, metrics),
+                                pcam.model_specs(configs)).splitlines()
+    assert lines[1] == "P4-97 (exact): below 1e-04 at stem, stages.0, stages.1, stages.2"
+    assert lines[0].startswith("P4-96 (approximate): below 1e-04 at stem")
+    above = lines[0].split("above 1e-02 at ")[1].split(";")[0].split(", ")
+    assert {"stages.1", "stages.2"} <= set(above)  # what the paired test asserts of 96

@@ -78,9 +78,9 @@ def test_experiment_configs_order_and_keys():
         experiment_configs(models, regimes, 0, **TRAINING)
 
 
-def _fake(seeds=3):
+def _fake(seeds=3, regimes="none"):
     models = parse_models("p4_mnist_cnn@28,p4_mnist_cnn@27")
-    regimes = parse_regimes("none")
+    regimes = parse_regimes(regimes)
     configs = experiment_configs(models, regimes, seeds, **TRAINING)
     rng = np.random.default_rng(0)
     metrics = []
@@ -125,6 +125,48 @@ def test_quarter_turn_spread():
     with pytest.raises(ValueError, match="270"):
         quarter_turn_spread(pd.DataFrame({"model": ["a"], "regime": ["none"], "seed": [0],
                                           "angle": [0.0], "accuracy": [1.0]}))
+
+
+def _exact_quarter_turns(spread=0.0, regimes="none,uniform"):
+    """``_fake``'s table with the exact P4-28 at 0.9 at every quarter turn, but ``spread``
+    more at 270° in seed 1 of the last regime (P4-27 keeps its 10-point drop at 90°)."""
+    table = accuracy_table(*_fake(regimes=regimes))
+    exact = table.model == "P4-28"
+    table.loc[exact, "accuracy"] = 0.9
+    last = table.regime == table.regime.iloc[-1]
+    table.loc[exact & last & (table.seed == 1) & (table.angle == 270.0), "accuracy"] += spread
+    return table
+
+
+MODELS = "p4_mnist_cnn@28,p4_mnist_cnn@27,z2_mnist_cnn@28"
+
+
+@pytest.mark.parametrize("spread, regimes, expected", [
+    (0.0, "none,uniform", "P4-28 (exact): the same accuracy at 0°, 90°, 180° and 270° in all 2 "
+                          "regime(s), every seed"),
+    (0.0005, "none", "P4-28 (exact): the same accuracy at 0°, 90°, 180° and 270° in all 1 "
+                     "regime(s), every seed"),  # 0.05 points: within SAME_ACCURACY_POINTS
+])
+def test_check_exact_quarter_turns_passes(spread, regimes, expected):
+    table = _exact_quarter_turns(spread, regimes)
+    assert rotmnist.check_exact_quarter_turns(table, parse_models(MODELS)) == expected
+    # only exact models are held to it: P4-27 differs by 10 points and Z2 is not judged
+    assert rotmnist.check_exact_quarter_turns(table, parse_models("p4_mnist_cnn@27")) == \
+        "no exact model in the grid"
+
+
+@pytest.mark.parametrize("spread, points", [(0.002, "0.20"), (-0.05, "5.00")])
+def test_check_exact_quarter_turns_refuses_an_exact_model_that_differs(spread, points):
+    table = _exact_quarter_turns(spread)
+    with pytest.raises(AssertionError, match=f"^P4-28 is exact but its quarter-turn "
+                                             f"accuracies differ by {points} points$"):
+        rotmnist.check_exact_quarter_turns(table, parse_models(MODELS))
+
+
+def test_check_exact_quarter_turns_of_the_fake_runs():
+    """``_fake``'s exact model is 0.01 better at 0° per seed: 2 points apart in seed 2."""
+    with pytest.raises(AssertionError, match=r"P4-28 is exact but .* differ by 2\.\d\d points"):
+        rotmnist.check_exact_quarter_turns(accuracy_table(*_fake()), parse_models(MODELS))
 
 
 @pytest.mark.parametrize("regime", [RegimeSpec("biased", 20.0), RegimeSpec("biased", 40.0),

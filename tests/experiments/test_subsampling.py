@@ -102,3 +102,61 @@ def test_figure_table_and_plot():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+LINE_INEXACT = "is_exact False; error at 90°, 180°, 270° above 0.01: not exact"
+LINE_EXACT = "is_exact True;  error at 90°, 180°, 270° below 1e-12 (float64 rounding): exact"
+
+
+@pytest.mark.parametrize("errors, expected", [
+    ({16: [0.3, 0.2, 0.3], 17: [1e-17, 0.0, 2e-17]},
+     [f"n=16: {LINE_INEXACT}", f"n=17: {LINE_EXACT}"]),
+    ({21: [0.0] * 3, 20: [0.5] * 3}, [f"n=21: {LINE_EXACT}", f"n=20: {LINE_INEXACT}"]),
+    ({}, []),
+])
+def test_demo_verdicts_of_a_hand_built_demo(errors, expected):
+    text = exp.demo_verdicts(exp.PhotoDemo(errors=errors))
+    assert text.splitlines() == expected
+    assert str(0.3) not in text and "e-17" not in text  # bounds only, never the numbers
+
+
+@pytest.mark.parametrize("errors", [
+    {16: [0.0, 0.0, 0.0]},  # inexact size with no error
+    {17: [1e-17, 0.3, 1e-17]},  # exact size with a real error
+])
+def test_demo_verdicts_refuse_errors_that_contradict_the_condition(errors):
+    with pytest.raises(AssertionError, match="disagree with is_exact"):
+        exp.demo_verdicts(exp.PhotoDemo(errors=errors))
+
+
+def test_demo_verdicts_of_the_photo_demo_and_its_inexact_bound():
+    demo = exp.photo_demo("camera", (16, 17), num_kernels=2, seed=0)
+    assert min(demo.errors[16]) > exp.DEMO_INEXACT  # the new check's passing side
+    assert max(demo.errors[17]) < exp.DEMO_EXACT
+    assert exp.demo_verdicts(demo).splitlines() == [f"n=16: {LINE_INEXACT}",
+                                                    f"n=17: {LINE_EXACT}"]
+
+
+@pytest.mark.parametrize("bound, value, message", [
+    # an inexact size whose error stays at or below the bound: the new check
+    ("DEMO_INEXACT", 10.0, r"^n=16: inexact, yet a quarter turn changes the output by only "
+                           r"\d\.\de[+-]\d+ \(expected > 10\)$"),
+    # every error counted as rounding: the measurement contradicts is_exact(16)
+    ("DEMO_EXACT", 1e3, r"^n=16: the measurement \(\d\.\de[+-]\d+\) disagrees with the "
+                        r"exactness condition$"),
+])
+def test_photo_demo_refuses_a_measurement_against_its_bounds(monkeypatch, bound, value,
+                                                             message):
+    monkeypatch.setattr(exp, bound, value)
+    with pytest.raises(AssertionError, match=message):
+        exp.photo_demo("camera", (16, 17), num_kernels=2, seed=0)
+
+
+def test_photo_demo_checks_the_inexact_bound_with_the_smallest_error(monkeypatch):
+    """The bound sits between the smallest and the largest error of the inexact size: the
+    check must fail (it asks every quarter turn to exceed it, not just one)."""
+    errors = exp.photo_demo("camera", (16,), num_kernels=2, seed=0).errors[16]
+    assert min(errors) < max(errors)
+    monkeypatch.setattr(exp, "DEMO_INEXACT", (min(errors) + max(errors)) / 2)
+    with pytest.raises(AssertionError, match="n=16: inexact, yet a quarter turn"):
+        exp.photo_demo("camera", (16,), num_kernels=2, seed=0)

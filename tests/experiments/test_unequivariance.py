@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -83,26 +84,41 @@ def test_training_summary(run):
     assert lines[2].endswith("50.0%")
 
 
-def _fake_run(exact_accuracy=0.5, inexact_loss=1e-3, exact_gap=0.0):
+def _fake_run(exact_accuracy=0.5, inexact_loss=1e-3, exact_gap=0.0, inexact_accuracy=1.0,
+              exact_loss=exp.CHANCE_LOSS):
     rows = [dict(step=s, size=n, loss=loss, accuracy=acc)
-            for n, loss, acc in ((32, inexact_loss, 1.0), (33, math.log(2), exact_accuracy))
+            for n, loss, acc in ((32, inexact_loss, inexact_accuracy),
+                                 (33, exact_loss, exact_accuracy))
             for s in range(3)]
     gaps = pd.Series([5.0] * 3 + [exact_gap] * 3)
     return exp.Training({32: None, 33: None}, {}, pd.DataFrame(rows), gaps)
 
 
+CLAIM = [
+    "inexact (32): final accuracy 100.0%, final loss below 0.01",
+    "exact   (33): accuracy 50.0% at all 3 steps, loss never below ln 2 = 0.6931",
+    "largest |logits(x) - logits(T x)| over training: 32: above 1e-09 (told apart), "
+    "33: below 1e-09 (float rounding)"]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({}, None),
+    ({"inexact_loss": 0.0099, "exact_gap": 9e-10, "exact_loss": math.log(2) - 1e-13}, None),
     ({"exact_accuracy": 1.0}, "beat chance"),
-    ({"inexact_loss": 0.5}, "final loss"),
+    ({"exact_accuracy": 0.0}, "beat chance"),
+    ({"inexact_loss": 0.5}, "final loss 0.5"),
+    ({"inexact_loss": 0.01}, "final loss 0.01"),
+    ({"inexact_accuracy": 0.5}, "did not learn the task"),
     ({"exact_gap": 1e-3}, "told x and T x apart"),
+    ({"exact_gap": 1e-9}, "told x and T x apart"),
+    ({"exact_loss": 0.5}, "loss fell below ln 2"),
 ])
 def test_check_claim(kwargs, message):
     run = _fake_run(**kwargs)
     if message is None:
         text = exp.check_claim(run, 32, 33)
-        assert "accuracy 50.0% at all 3 steps" in text
-        assert "32: 5.0, 33: < 1e-09" in text
+        assert text.splitlines() == CLAIM  # thresholds only: the same text on any machine
+        assert "5.0" not in text and "1.0e-03" not in text
     else:
         with pytest.raises(AssertionError, match=message):
             exp.check_claim(run, 32, 33)
@@ -112,7 +128,16 @@ def test_invariance_report_and_pooled_features(run):
     text = exp.invariance_report(run)
     assert "(trained at 16) at input 16x16: NOT EXACT" in text
     assert "(trained at 17) at input 17x17: EXACT" in text
-    assert "invariance error of the logits: r: < 1e-12, r2: < 1e-12, r3: < 1e-12" in text
+    blocks = text.split("\n\n")
+    assert len(blocks) == 2 and "(trained at 16)" in blocks[0] and "(trained at 17)" in blocks[1]
+    assert blocks[0].endswith(
+        "invariance error of the logits: r: > 1e-12, r2: > 1e-12, r3: > 1e-12")
+    assert blocks[1].endswith(
+        "invariance error of the logits: r: < 1e-12, r2: < 1e-12, r3: < 1e-12\n")
+    numbers = exp.invariance_report(run, numbers=True).split("\n\n")
+    assert re.search(r"invariance error of the logits: r: \d\.\de[+-]\d\d, "
+                     r"r2: \d\.\de[+-]\d\d, r3: \d\.\de[+-]\d\d$", numbers[0])
+    assert numbers[1] == blocks[1]  # below the bound: no number to show
     pooled, maps = exp.pooled_features(run)
     assert list(pooled.columns) == ["size", "orientation", "f_x", "f_back"] and len(pooled) == 8
     exact = pooled[pooled["size"] == 17]
@@ -123,6 +148,20 @@ def test_invariance_report_and_pooled_features(run):
     assert not np.allclose(*maps[16])
     shown = exp.format_pooled(pooled, run)
     assert shown.startswith("global average of each orientation") and "filter at 17:" in shown
+
+
+@pytest.mark.parametrize("numbers, expected", [
+    (False, "r: < 1e-12, r2: < 1e-12, r3: > 1e-12"),
+    (True, "r: < 1e-12, r2: < 1e-12, r3: 2.5e-01"),
+])
+def test_invariance_report_against_its_bound(run, monkeypatch, numbers, expected):
+    """Measured errors on either side of 1e-12 (the bound itself counts as below)."""
+    import equivlib.checks
+
+    monkeypatch.setattr(equivlib.checks, "equivariance_error", lambda *args, **kwargs:
+                        torch.tensor([5e-13, 1e-12, 0.25], dtype=torch.float64))
+    text = exp.invariance_report(run, numbers=numbers)
+    assert text.count(f"invariance error of the logits: {expected}\n") == 2
 
 
 def test_plot_figure(run):

@@ -81,3 +81,64 @@ def test_zoo_command(capsys):
                     "resnet18": [".", "E"]}
     assert main(["zoo", "nope:thing"]) == 2
     assert main(["zoo", "resnet18", "--sizes", "x"]) == 2
+
+
+def _check(*rows):
+    import pandas as pd
+
+    return pd.DataFrame([dict(zip(("model", "size", "trace", "max_error"), row, strict=True))
+                         for row in rows], columns=["model", "size", "trace", "max_error"])
+
+
+AGREE = [("resnet18", 224, "not exact", 0.03), ("resnet18", 225, "exact", 1e-15),
+         ("convnext_tiny", 224, "exact", 0.0), ("convnext_tiny", 225, "not exact", 2e-4)]
+
+
+@pytest.mark.parametrize("rows, expected", [
+    (AGREE, "tracer and measurement agree on 4 model x size pairs: 2 exact (logit change "
+            "below 1e-10), 2 not exact (above 1e-04)"),
+    (AGREE + [("vit_b_16", 225, "n/a", float("nan")), ("maxvit_t", 224, "unknown", 0.5),
+              ("vit_b_16", 226, "n/a", float("nan"))],
+     "tracer and measurement agree on 4 model x size pairs: 2 exact (logit change below "
+     "1e-10), 2 not exact (above 1e-04); 3 not judged (tracer: n/a, unknown)"),
+    (AGREE[1:2], "tracer and measurement agree on 1 model x size pairs: 1 exact (logit change "
+                 "below 1e-10), 0 not exact (above 1e-04)"),
+])
+def test_measured_verdict_agrees(rows, expected):
+    assert zoo.measured_verdict(_check(*rows)) == expected
+
+
+DISAGREE = [
+    (("resnet18", 227, "exact", 1e-10), "an exact size shows a measurable error:"),
+    (("resnet18", 227, "exact", 0.2), "an exact size shows a measurable error:"),
+    (("resnet18", 227, "exact", float("nan")), "an exact size shows a measurable error:"),
+    (("resnet18", 227, "not exact", 1e-4), "an inexact size shows no error:"),
+    (("resnet18", 227, "not exact", 0.0), "an inexact size shows no error:"),
+    (("resnet18", 227, "not exact", float("nan")), "an inexact size shows no error:"),
+]
+
+
+@pytest.mark.parametrize("row, message", DISAGREE)
+def test_measured_verdict_refuses_a_disagreement(row, message):
+    with pytest.raises(AssertionError, match=f"^{message}\n"):
+        zoo.measured_verdict(_check(*AGREE, row))
+
+
+@pytest.mark.parametrize("row, message", DISAGREE)
+def test_measured_verdict_shows_the_offending_row(row, message):
+    with pytest.raises(AssertionError) as error:
+        zoo.measured_verdict(_check(*AGREE, row))
+    shown = str(error.value).splitlines()
+    assert shown[0] == message and len(shown) == 3  # a header line and the one row
+    assert shown[2].split()[1:3] == ["resnet18", "227"] and f" {row[2]} " in shown[2]
+
+
+def test_measured_verdict_of_nothing_measured():
+    assert zoo.measured_verdict(zoo.measured_check([], lambda name: [224])) == "no model measured"
+
+
+def test_measured_verdict_of_a_measurement():
+    check = zoo.measured_check(["resnet18"], lambda name: [224, 225])
+    assert zoo.measured_verdict(check) == (
+        "tracer and measurement agree on 2 model x size pairs: 1 exact (logit change below "
+        "1e-10), 1 not exact (above 1e-04)")
