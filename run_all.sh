@@ -4,13 +4,14 @@
 #   ./run_all.sh                      set up .venv on first use, rebuild all figures (cpu profile)
 #   ./run_all.sh --profile smoke      quick functional check of every notebook
 #   ./run_all.sh --only 01,04         rebuild only these notebooks
-#   ./run_all.sh --test               pytest tests/ and pytest --nbval notebooks/
+#   ./run_all.sh --test               pytest tests/, pytest --nbval notebooks/ (twice: as is, and
+#                                     under another float rounding)
 #   ./run_all.sh --lab                JupyterLab at notebooks/ on 127.0.0.1 (token login)
 set -uo pipefail
 cd "$(dirname "$0")"
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:
@@ -24,7 +25,8 @@ Options:
   -- ARGS...                  with --lab: further options for jupyter lab (e.g. --allow-root)
   -h, --help                  this help
 
-Environment: PYTHON (interpreter used to create .venv, default python3),
+Environment: PYTHON (interpreter used to create .venv, default python3; the lock is for 3.11),
+EQUIVLIB_UNLOCKED=1 (other Pythons: install only the direct pins of requirements.txt),
 DATA_DIR (downloaded datasets, paper profile), WANDB_MODE (default offline).
 EOF
 }
@@ -90,26 +92,88 @@ if [ "$mode" = rebuild ] && [ ! -f "params/$profile.yaml" ]; then
     exit 2
 fi
 
-# ---- set-up: create or update .venv when requirements.txt or pyproject.toml changed ----
+# ---- set-up: create or update .venv from requirements.lock when the requirements changed ----
+# requirements.lock pins every package (tools/lock_environment.sh regenerates it from the direct
+# pins of requirements.txt) and is for CPython 3.11 on Linux x86_64. Elsewhere EQUIVLIB_UNLOCKED=1
+# installs only the direct pins and marks .venv as unlocked ($VENV/.unlocked-environment).
 VENV=.venv
 stamp_file="$VENV/.installed-requirements"
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+unlocked_file="$VENV/.unlocked-environment"
+case "${EQUIVLIB_UNLOCKED:-}" in
+    ''|0) lock_mode=locked ;;
+    1) lock_mode=unlocked ;;
+    *) echo "run_all.sh: error: EQUIVLIB_UNLOCKED='$EQUIVLIB_UNLOCKED': set it to 1 (install" \
+            "only the direct pins of requirements.txt, unlocked) or leave it unset" >&2
+       exit 2 ;;
+esac
+if [ ! -f requirements.lock ]; then
+    echo "run_all.sh: error: requirements.lock is missing: restore it" \
+         "(git checkout requirements.lock) or regenerate it (tools/lock_environment.sh)" >&2
+    exit 2
+fi
+want=$(cat requirements.txt requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+[ "$lock_mode" = unlocked ] && want="unlocked $want"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp_file" 2>/dev/null)" != "$want" ]; then
-    py="${PYTHON:-python3}"
-    if ! "$py" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
-        echo "run_all.sh: error: need Python 3.10-3.12 to create .venv (set PYTHON=...)" >&2
+    # an existing .venv keeps its interpreter; PYTHON only chooses the one that creates it
+    if [ -x "$VENV/bin/python" ]; then py="$VENV/bin/python"; else py="${PYTHON:-python3}"; fi
+    pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+    if [ "$lock_mode" = unlocked ]; then
+        case "$pyver" in
+            3.10|3.11|3.12) ;;
+            *) echo "run_all.sh: error: need Python 3.10-3.12 to create .venv (set PYTHON=...)" >&2
+               exit 2 ;;
+        esac
+    elif [ "$pyver" != 3.11 ]; then
+        if [ -x "$VENV/bin/python" ]; then
+            found="$VENV has Python $pyver"; fix="rm -rf $VENV && PYTHON=python3.11 ./run_all.sh"
+        else
+            found="'$py' is ${pyver:+Python }${pyver:-not a working interpreter}"
+            fix="PYTHON=python3.11 ./run_all.sh"
+        fi
+        echo "run_all.sh: error: requirements.lock is for Python 3.11, but $found: run $fix," \
+             "or EQUIVLIB_UNLOCKED=1 ./run_all.sh (Python 3.10-3.12) to install only the direct" \
+             "pins of requirements.txt, unlocked (not the environment of the committed outputs)" >&2
+        exit 2
+    elif [ "$(uname -s) $(uname -m)" != "Linux x86_64" ]; then
+        echo "run_all.sh: error: requirements.lock is for Linux x86_64, but this machine is" \
+             "$(uname -s) $(uname -m): run EQUIVLIB_UNLOCKED=1 ./run_all.sh to install only the" \
+             "direct pins of requirements.txt, unlocked (not the environment of the committed outputs)" >&2
         exit 2
     fi
-    echo "setting up $VENV (first use or requirements changed; several minutes, log: $VENV/install.log)"
+    if [ "$lock_mode" = locked ]; then
+        echo "setting up $VENV from requirements.lock (first use or requirements changed;" \
+             "several minutes, log: $VENV/install.log)"
+    else
+        echo "setting up $VENV UNLOCKED from the direct pins of requirements.txt" \
+             "(EQUIVLIB_UNLOCKED=1, Python $pyver; several minutes, log: $VENV/install.log)"
+    fi
     start=$SECONDS
     [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV" || exit 1
-    if ! { "$VENV/bin/python" -m pip install -r requirements.txt \
+    rm -f "$stamp_file" "$unlocked_file"
+    canonical() { sed -E 's/[ =@;].*//' | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/-/g' | LC_ALL=C sort -u; }
+    install_environment() {
+        if [ "$lock_mode" = unlocked ]; then
+            "$VENV/bin/python" -m pip install -r requirements.txt
+            return
+        fi
+        # the lock is complete: no resolution; then what the lock does not name goes (an older
+        # lock's or an unlocked install's leftovers), except pip and the project itself
+        "$VENV/bin/python" -m pip install --no-deps -r requirements.lock || return
+        local stale
+        stale=$(LC_ALL=C comm -23 \
+            <("$VENV/bin/python" -m pip freeze --all --exclude-editable | grep -v '^[#-]' | canonical) \
+            <(grep -v '^[#-]' requirements.lock | canonical) | grep -vx -e pip -e equivlib)
+        [ -z "$stale" ] || "$VENV/bin/python" -m pip uninstall -y $stale
+    }
+    if ! { install_environment \
            && "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e . \
            && "$VENV/bin/python" -m pip check; } >"$VENV/install.log" 2>&1; then
         grep -v '^WARNING: Location' "$VENV/install.log" | tail -n 25 >&2
         echo "run_all.sh: error: installing requirements failed (full log: $VENV/install.log)" >&2
         exit 1
     fi
+    [ "$lock_mode" = locked ] || echo "installed with EQUIVLIB_UNLOCKED=1 on Python $pyver" \
+        "from requirements.txt (direct pins only), not from requirements.lock" >"$unlocked_file"
     echo "$want" >"$stamp_file"
     echo "set-up done in $((SECONDS - start)) s ($(du -sh "$VENV" | cut -f1))"
 fi
@@ -165,11 +229,18 @@ echo "== ruff check"
 "$VENV/bin/ruff" check equivlib tests tools benchmarks || status=1
 echo "== pytest tests/"
 WANDB_MODE=disabled "$PY" -m pytest tests/ -q || status=1
+nbval() {  # the notebooks at their smoke defaults against their stored outputs; fresh store each pass
+    rm -rf build/results build/checkpoints
+    WANDB_MODE=disabled "$PY" -m pytest --nbval notebooks/ -q -p no:cacheprovider \
+        --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg "$@"
+}
 echo "== pytest --nbval notebooks/"
-# the smoke notebooks' results store and checkpoints: start empty, so nbval trains afresh
-rm -rf build/results build/checkpoints
-WANDB_MODE=disabled "$PY" -m pytest --nbval notebooks/ -q -p no:cacheprovider \
-    --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg || status=1
+nbval || status=1
+# portability: the same comparison with float rounding changed (convolutions off oneDNN, one
+# thread; tools/float_perturbation/sitecustomize.py, inherited by every kernel, training
+# worker and torchrun process); an output that another CPU would change fails here
+echo "== pytest --nbval notebooks/ under another float rounding (portability)"
+PYTHONPATH="$PWD/tools/float_perturbation${PYTHONPATH:+:$PYTHONPATH}" nbval || status=1
 if [ "$(figures_sum)" != "$before" ]; then
     echo "run_all.sh: error: running the tests modified files under figures/" >&2
     status=1

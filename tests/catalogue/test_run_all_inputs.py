@@ -40,6 +40,7 @@ def _venv_is_current() -> bool:
     """Whether run_all.sh would use the project's .venv as it is (no reinstall)."""
     stamp = ROOT / ".venv" / ".installed-requirements"
     want = hashlib.sha256((ROOT / "requirements.txt").read_bytes()
+                          + (ROOT / "requirements.lock").read_bytes()
                           + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
     return stamp.exists() and stamp.read_text().strip() == want
 
@@ -73,7 +74,8 @@ def project(tmp_path: Path) -> Path:
     the old figures of 01."""
     if not _venv_is_current():
         pytest.skip("the project's .venv is missing or out of date (run ./run_all.sh once)")
-    for name in ("run_all.sh", "tools/run_notebooks.py", "requirements.txt", "pyproject.toml"):
+    for name in ("run_all.sh", "tools/run_notebooks.py", "requirements.txt", "requirements.lock",
+                 "pyproject.toml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tmp_path / name)
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
