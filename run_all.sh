@@ -86,6 +86,12 @@ case "$port" in
     ''|*[!0-9]*) echo "run_all.sh: error: --port '$port' is not a port number (e.g. --port 8889)" >&2
                  exit 2 ;;
 esac
+# 1-65535 (compared as text first: a long number would overflow the shell's arithmetic)
+port_digits=${port#"${port%%[!0]*}"}  # without leading zeros
+if [ -z "$port_digits" ] || [ ${#port_digits} -gt 5 ] || [ "$port_digits" -gt 65535 ]; then
+    refuse "--port $port is not a usable port: give one from 1 to 65535 (e.g. --port 8889)"
+fi
+port=$port_digits
 if [ "$mode" = rebuild ] && [ ! -f "params/$profile.yaml" ]; then
     known=$(ls params/*.yaml 2>/dev/null | xargs -n1 basename | sed 's/\.yaml$//' | paste -sd, -)
     echo "run_all.sh: error: unknown profile '$profile': expected one of $known" >&2
@@ -188,9 +194,10 @@ if [ "$mode" = rebuild ]; then
     args=(--profile "$profile")
     # passed on whenever given: an empty --only is an error there, not "run everything"
     [ "$only_given" = 1 ] && args+=(--only "$only")
-    # jupyter kernels warn on stderr about local TCP transport: noise for this use
-    "$PY" tools/run_notebooks.py "${args[@]}" 2> >(grep -v --line-buffered 'TCP without encryption' >&2)
-    exit $?
+    # jupyter kernels warn on stderr about local TCP transport: noise for this use. exec: the
+    # driver takes this process's place, so `kill PID` (SIGTERM) of run_all.sh reaches it and
+    # it ends every process of the run (see tools/run_notebooks.py)
+    exec "$PY" tools/run_notebooks.py "${args[@]}" 2> >(grep -v --line-buffered 'TCP without encryption' >&2)
 fi
 
 # ---- JupyterLab: localhost only, never without a token (Jupyter generates one) ----
@@ -214,6 +221,22 @@ if [ "$mode" = lab ]; then
              "remove that setting (see: $VENV/bin/jupyter lab --show-config)" >&2
         exit 2
     fi
+    # a port that cannot be served (in use, privileged) fails here, before the banner
+    "$PY" - "$port" <<'PYEOF' || exit 2
+import errno, socket, sys
+port = int(sys.argv[1])
+probe = socket.socket()
+probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Jupyter binds
+try:
+    probe.bind(("127.0.0.1", port))
+except OSError as exc:
+    why = {errno.EADDRINUSE: "is in use (another JupyterLab?)",
+           errno.EACCES: "needs root (ports below 1024 are privileged)"}.get(
+        exc.errno, f"cannot be bound ({exc.strerror})")
+    print(f"run_all.sh: error: port {port} on 127.0.0.1 {why}; pick another with --port N, "
+          f"e.g. --port {8889 if port != 8889 else 8890}", file=sys.stderr)
+    sys.exit(2)
+PYEOF
     echo "JupyterLab at notebooks/ on http://127.0.0.1:$port, token login (the URL with the token follows)"
     echo "remote machine? do not open the port; tunnel it from your computer:"
     echo "  ssh -L $port:localhost:$port $(hostname)   (or however you reach this machine)"

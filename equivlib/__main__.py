@@ -164,11 +164,59 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_ZOO_SIZES = 512  # a 1-100000 range traced for an hour without a word; now refused
+
+
+class ZooProgress:
+    """``zoo``'s progress on stderr (stdout keeps only the table): on a terminal one line
+    rewritten in place; otherwise a plain line at most every ``EQUIVLIB_PROGRESS_INTERVAL``
+    seconds (default 10), the first after that long, so quick runs print nothing.
+    ``EQUIVLIB_PROGRESS=0`` turns it off."""
+
+    def __init__(self, models: int, stream=None) -> None:
+        import time
+
+        self.stream = stream or sys.stderr
+        self.models, self.clock = models, time.monotonic
+        self.on = os.environ.get("EQUIVLIB_PROGRESS", "1") != "0"
+        self.tty = self.stream.isatty()
+        self.interval = 0.5 if self.tty else float(
+            os.environ.get("EQUIVLIB_PROGRESS_INTERVAL", "10"))
+        self.start = self.last = self.clock()
+        self.width = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if not self.on or done >= total or now - self.last < self.interval:
+            return  # off, finished (the table follows), or said a moment ago
+        self.last = now
+        elapsed = now - self.start
+        left = f", ~{_clock(elapsed / done * (total - done))} left" if done else ""
+        line = (f"zoo: {done:,}/{total:,} model x size traces ({self.models} model"
+                f"{'s' if self.models != 1 else ''}), {_clock(elapsed)} elapsed{left}")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def zoo(args: argparse.Namespace) -> int:
     from equivlib.experiments import zoo as zoo_module
 
     try:
-        sizes = zoo_module.parse_sizes(args.sizes)
+        sizes = zoo_module.parse_sizes(args.sizes, max_count=MAX_ZOO_SIZES)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if args.workers < 1:
@@ -182,10 +230,15 @@ def zoo(args: argparse.Namespace) -> int:
     def build(name: str) -> nn.Module:
         return zoo_module.build_on_meta(name) if name in known else load_model(name)[0]
 
-    if custom:  # a local builder cannot go to worker processes
-        cells, models = zoo_module.zoo_table(names, sizes, build=build)
-    else:
-        cells, models = zoo_module.zoo_table(names, sizes, workers=args.workers)
+    progress = ZooProgress(len(names))
+    try:
+        if custom:  # a local builder cannot go to worker processes
+            cells, models = zoo_module.zoo_table(names, sizes, build=build, progress=progress)
+        else:
+            cells, models = zoo_module.zoo_table(names, sizes, workers=args.workers,
+                                                 progress=progress)
+    finally:
+        progress.clear()
     if len(cells):
         print(zoo_module.format_wide(cells))
     for row in models.itertuples():

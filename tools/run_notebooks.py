@@ -7,14 +7,19 @@ into ``figures/`` (``build/smoke/figures/`` for the smoke profile, so a quick ch
 replaces the committed cpu figures), so a failing notebook leaves its old figures untouched;
 the renames are all-or-nothing per notebook (a failure restores the old set). All arguments
 and the params file (its sections are notebook names, its keys the notebook's parameters,
-its values of the declared types) are validated before any notebook starts.
+its values of the declared types; every notebook to run has its section, except in the
+smoke profile, whose notebooks may run at their own defaults) are validated before any
+notebook starts.
 
 While a notebook runs, the terminal shows which one, what it is doing (the training grid
 reports through ``EQUIVLIB_PROGRESS_FILE``, see :mod:`equivlib.progress`), the elapsed time
 and an estimate of what is left: one line updated in place on a terminal, plain lines (at
 most one per ``EQUIVLIB_PROGRESS_INTERVAL`` seconds, default 10) otherwise. None of it
-enters the executed notebooks. A summary follows the last notebook. Ctrl-C or SIGTERM ends
-the running notebook's processes, says what finished and what is kept, and exits 130.
+enters the executed notebooks. A summary follows the last notebook. Ctrl-C, SIGTERM or
+SIGHUP ends every process of the running notebook (papermill, the kernel, which runs in a
+session of its own, the grid's workers, the multiprocessing resource tracker, W&B's service:
+each carries a marker in its environment, :func:`marked_processes`), says what finished and
+what is kept, and exits 130; processes a finished notebook leaves behind are ended too.
 """
 
 from __future__ import annotations
@@ -279,12 +284,32 @@ def check_profile(settings: dict, notebooks: dict[str, Path], params_file: str) 
         raise UsageError(f"{params_file}: {problems[0]}{more}; no notebook was run")
 
 
+DEFAULTS_PROFILE = "smoke"  # the committed defaults: its sections may be left out
+
+
+def check_sections(settings: dict, profile: str, names: list[str]) -> None:
+    """UsageError when a profile other than smoke has no section for a notebook it would run:
+    its figures replace ``figures/``, so a section deleted by mistake must not silently run
+    the notebook at its smoke defaults."""
+    if profile == DEFAULTS_PROFILE:
+        return
+    missing = [name for name in names if name not in settings]
+    if missing:
+        sections = ", ".join(repr(m) for m in missing)
+        raise UsageError(
+            f"params/{profile}.yaml has no section {sections} (a {profile} rebuild replaces "
+            f"figures/, so every notebook it runs needs its section): restore it (git diff "
+            f"params/{profile}.yaml), or write '{missing[0]}: {{}}' to run the notebook's "
+            f"smoke defaults; no notebook was run")
+
+
 def plan(profile: str, only: str | None, root: Path = ROOT) -> list[Job]:
     """Validate the request and return the jobs to run, before running anything."""
     settings = load_profile(root / "params", profile)
     notebooks = available_notebooks(root / "notebooks")
     numbers = select(notebooks, only)
     check_profile(settings, notebooks, f"params/{profile}.yaml")
+    check_sections(settings, profile, [notebooks[n].stem for n in numbers])
     jobs = []
     for number in numbers:
         path = notebooks[number]
@@ -445,18 +470,74 @@ def _last_error(stderr: str) -> str:
     return (lines[-1] if lines else "papermill failed")[:300]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """End the notebook's process group: papermill, its kernel and the kernel's workers."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
+RUN_MARKER = "EQUIVLIB_RUN_MARKER"  # in the environment of every process a notebook starts
+
+
+def marked_processes(token: str) -> list[int]:
+    """The live processes whose environment holds ``RUN_MARKER=token``: everything a
+    notebook started (papermill, the kernel, which runs in its own session, the grid's
+    workers, the multiprocessing resource tracker, W&B's service, torchrun), whatever
+    session or process group it moved to and whoever its parent now is (Linux ``/proc``;
+    elsewhere an empty list). Zombies have no environment left and are not listed."""
+    needle = f"{RUN_MARKER}={token}".encode()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
             continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:  # gone, or another user's
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop(proc: subprocess.Popen, token: str | None = None, grace: float = 5.0) -> None:
+    """End every process of the notebook: papermill's process group and each process that
+    carries the run's marker (:func:`marked_processes`; the kernel is in a session of its
+    own, workers and W&B may outlive it); SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if token:
+            _signal(marked_processes(token), sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not (token and marked_processes(token)):
+                return
+            time.sleep(0.1)
+
+
+def _end_leftovers(token: str, grace: float = 2.0) -> None:
+    """After a notebook ended: give what it started ``grace`` seconds to end by itself
+    (e.g. W&B's service flushing), then end the rest."""
+    deadline = time.monotonic() + grace
+    while marked_processes(token):
+        if time.monotonic() >= deadline:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                _signal(marked_processes(token), sig)
+                end = time.monotonic() + 5.0
+                while marked_processes(token) and time.monotonic() < end:
+                    time.sleep(0.1)
+            return
+        time.sleep(0.1)
 
 
 def run_job(job: Job, profile: str, root: Path, figures: Path,
@@ -475,7 +556,8 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
     params_file.write_text(yaml.safe_dump(dict(job.parameters, out_dir=str(staging))))
     events = build / "staging" / f"{job.notebook.stem}.progress.jsonl"
     events.unlink(missing_ok=True)
-    env = dict(os.environ, **{progress.ENV: str(events)})
+    token = f"{os.getpid()}-{time.time_ns()}"  # marks every process this notebook starts
+    env = dict(os.environ, **{progress.ENV: str(events), RUN_MARKER: token})
     command = [sys.executable, "-m", "papermill", str(job.notebook),
                str(build / job.notebook.name), "-f", str(params_file),
                "--cwd", str(job.notebook.parent), "--no-progress-bar", "--no-log-output",
@@ -494,8 +576,9 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
             time.sleep(0.5)
     except (KeyboardInterrupt, Interrupted):
         display.clear()
-        _stop(proc)
+        _stop(proc, token)
         raise
+    _end_leftovers(token)
     reader.join(timeout=5)
     display.clear()
     seconds = time.perf_counter() - start
@@ -626,7 +709,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
     outcomes: list[Outcome] = []
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    stops = (signal.SIGTERM, signal.SIGHUP)  # kill PID, a closed terminal
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in stops}
     try:
         failed = rebuild(jobs, args.profile, root, figures, outcomes)
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -634,7 +718,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + interrupted_report(jobs, outcomes, why), flush=True)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if failed:
         print(f"{len(failed)} of {len(jobs)} notebook(s) FAILED: {', '.join(failed)} "
               f"(why: the FAILED lines above; executed copies in build/{args.profile}/)")

@@ -63,6 +63,14 @@ def load_cifar(name: str, root: Path, download: bool, fraction: float = 1.0,
     return DatasetSplits(train=train, valid=None, test=test, info=info)
 
 
+def _cifar10_files(root: Path, **options) -> list[Path]:
+    return [Path(root) / f for f in CIFAR_FILES["cifar10"]]
+
+
+def _cifar100_files(root: Path, **options) -> list[Path]:
+    return [Path(root) / f for f in CIFAR_FILES["cifar100"]]
+
+
 def _check_cifar10(root: Path, download: bool, **options) -> None:
     check_cifar("cifar10", root, download, **options)
 
@@ -71,7 +79,7 @@ def _check_cifar100(root: Path, download: bool, **options) -> None:
     check_cifar("cifar100", root, download, **options)
 
 
-@register_dataset("cifar10", protocol="cifar", check=_check_cifar10,
+@register_dataset("cifar10", protocol="cifar", check=_check_cifar10, files=_cifar10_files,
                   description="CIFAR-10: 50,000 train / 10,000 test 32x32 colour images, "
                               "10 classes (torchvision's files)")
 def load_cifar10(root: Path, download: bool, fraction: float = 1.0,
@@ -81,6 +89,7 @@ def load_cifar10(root: Path, download: bool, fraction: float = 1.0,
 
 
 @register_dataset("cifar100", protocol="cifar", check=_check_cifar100,
+                  files=_cifar100_files,
                   description="CIFAR-100: 50,000 train / 10,000 test 32x32 colour images, "
                               "100 fine classes (torchvision's files)")
 def load_cifar100(root: Path, download: bool, fraction: float = 1.0,

@@ -60,7 +60,18 @@ def check_flowers(root: Path, download: bool) -> None:
                             torchvision_download_hint("flowers102", root))
 
 
-@register_dataset("flowers102", protocol="flowers", check=check_flowers,
+def flowers_files(root: Path) -> list[Path]:
+    """The label files and every image file torchvision's Flowers102 reads."""
+    root = Path(root)
+    out = []
+    for f in FLOWERS_FILES:
+        path = root / f
+        out.extend(sorted(p for p in path.iterdir() if p.is_file()) if f.endswith("/")
+                   and path.is_dir() else [path])
+    return out
+
+
+@register_dataset("flowers102", protocol="flowers", check=check_flowers, files=flowers_files,
                   description="Oxford Flowers-102: 2,040 train+val / 6,149 test colour images "
                               "of many sizes, 102 classes (torchvision's files)")
 def load_flowers(root: Path, download: bool) -> DatasetSplits:

@@ -333,7 +333,13 @@ def check_imagenet(root: Path, download: bool = False, train_pattern: str = TRAI
         raise missing_error("ImageNet", root, missing, _how_to_get(download))
 
 
-@register_dataset("imagenet", protocol="imagenet", check=check_imagenet,
+def imagenet_files(root: Path, train_pattern: str = TRAIN_PATTERN,
+                   valid_pattern: str = VALID_PATTERN, **_options: Any) -> list[Path]:
+    """The shards the patterns match (the identity of a run's data)."""
+    return find_shards(train_pattern, root) + find_shards(valid_pattern, root)
+
+
+@register_dataset("imagenet", protocol="imagenet", check=check_imagenet, files=imagenet_files,
                   description="ImageNet ILSVRC-2012 from TFRecord shards (tf.data); "
                               "test = the validation set")
 def load_imagenet(root: Path, download: bool = False, train_pattern: str = TRAIN_PATTERN,

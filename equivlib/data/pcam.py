@@ -2,8 +2,11 @@
 {train,valid,test}_{x,y}.h5``, read lazily with h5py (the training images are 7 GB).
 
 ``x``: uint8 (N, 96, 96, 3) images; ``y``: uint8 (N, 1, 1, 1) labels (1: tumour tissue in the
-centre patch). The paper's protocol does not specify a normalisation; ImageNet's statistics are
-used. Option ``limit``: only the first ``limit`` images of each split (quick runs).
+centre patch). The files are checked when they are opened (and by the registry's pre-flight
+check, before any work): other dataset names, float or channels-first images and labels other
+than 0/1 are refused with the file's name and what was expected, never cast. The paper's
+protocol does not specify a normalisation; ImageNet's statistics are used. Option ``limit``:
+only the first ``limit`` images of each split (quick runs).
 """
 
 from __future__ import annotations
@@ -45,18 +48,8 @@ class PCamDataset(Dataset):
     read one image at a time."""
 
     def __init__(self, images: Path | str, labels: Path | str, limit: int | None = None) -> None:
-        import h5py
-
         self.images_path = Path(images)
-        with h5py.File(labels, "r") as f:
-            y = f["y"]
-            self.labels = np.asarray(y[:limit], dtype=np.int64).reshape(-1)
-            n_labels = y.shape[0]
-        with h5py.File(self.images_path, "r") as f:
-            n_images = f["x"].shape[0]
-        if n_images != n_labels:
-            raise ValueError(f"{self.images_path} holds {n_images} images but {labels} "
-                             f"holds {n_labels} labels")
+        self.labels = read_checked(self.images_path, Path(labels), limit)
         self._file: Any = None
         self._pid: int | None = None
 
@@ -90,6 +83,80 @@ class PCamDataset(Dataset):
         return state
 
 
+IMAGE_SHAPE = (96, 96, 3)
+EXPECTED_X = "'x': uint8 images (N, 96, 96, 3), values 0-255, as in torchvision's PCam files"
+EXPECTED_Y = "'y': uint8 labels 0 or 1, shape (N, 1, 1, 1), as in torchvision's PCam files"
+
+
+def _dataset(f: Any, path: Path, key: str, expected: str) -> Any:
+    import h5py
+
+    item = f.get(key)
+    if not isinstance(item, h5py.Dataset):
+        held = ", ".join(repr(k) for k in f.keys()) or "nothing"
+        raise ValueError(f"pcam file {path}: no dataset {key!r} (it holds {held}); "
+                         f"expected {expected}")
+    return item
+
+
+def _open(path: Path) -> Any:
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"pcam file {path}: cannot be read as HDF5 ({reason}); replace "
+                         "it with torchvision's file") from None
+
+
+def _image_problem(x: Any) -> str | None:
+    """What is wrong with the image dataset ``x`` (dtype, shape), or None."""
+    shape = tuple(x.shape)
+    if x.dtype != np.uint8:
+        hint = ""
+        if np.issubdtype(x.dtype, np.floating):
+            hint = ("; float images in [0, 1] must be stored as uint8: "
+                    "(x * 255).round().astype('uint8')")
+        return f"'x' holds {x.dtype} images of shape {shape}{hint}"
+    if len(shape) != 4 or shape[1:] != IMAGE_SHAPE:
+        hint = ("; the images are channels-first: store x.transpose(0, 2, 3, 1)"
+                if len(shape) == 4 and shape[1:] == (3, 96, 96) else "")
+        return f"'x' has shape {shape}{hint}"
+    return None
+
+
+def read_checked(images: Path, labels: Path, limit: int | None = None) -> np.ndarray:
+    """The labels of one split (the first ``limit``), after checking both of its files: the
+    dataset names, the images' dtype and shape (uint8, (N, 96, 96, 3)), the labels' type and
+    values (integers 0 or 1) and their counts. ValueError naming the file and what was
+    expected otherwise (e.g. float images in [0, 1], which a uint8 cast turns black)."""
+    with _open(images) as f:
+        x = _dataset(f, images, "x", EXPECTED_X)
+        problem = _image_problem(x)
+        if problem:
+            raise ValueError(f"pcam file {images}: {problem}; expected {EXPECTED_X}")
+        n_images = x.shape[0]
+    with _open(labels) as f:
+        y = _dataset(f, labels, "y", EXPECTED_Y)
+        shape = tuple(y.shape)
+        if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_) \
+                or len(shape) < 1 or int(np.prod(shape[1:])) != 1:
+            raise ValueError(f"pcam file {labels}: 'y' holds {y.dtype} of shape {shape}; "
+                             f"expected {EXPECTED_Y}")
+        values = np.asarray(y[:limit]).reshape(-1).astype(np.int64)
+        n_labels = shape[0]
+    bad = np.flatnonzero((values != 0) & (values != 1))
+    if len(bad):
+        found = ", ".join(str(v) for v in np.unique(values[bad])[:5])
+        raise ValueError(f"pcam file {labels}: labels must be 0 or 1, found {found} (first at "
+                         f"index {bad[0]}); expected {EXPECTED_Y}")
+    if n_images != n_labels:
+        raise ValueError(f"{images} holds {n_images} images but {labels} "
+                         f"holds {n_labels} labels")
+    return values
+
+
 def _gdown_available() -> bool:
     return importlib.util.find_spec("gdown") is not None
 
@@ -108,6 +175,8 @@ def check_pcam(root: Path, download: bool, limit: int | None = None) -> None:
     root = Path(root)
     missing = [f for s in PCAM_SPLITS for f in pcam_files(s) if not (root / f).is_file()]
     if not missing:
+        for split in PCAM_SPLITS:  # dtype, shape, labels: before any work
+            read_checked(*(root / f for f in pcam_files(split)), limit=limit)
         return
     if not download:
         raise missing_error("pcam", root, missing, torchvision_download_hint("pcam", root))
@@ -117,7 +186,12 @@ def check_pcam(root: Path, download: bool, limit: int | None = None) -> None:
                             "not installed: `pip install gdown`, then retry with --download.")
 
 
-@register_dataset("pcam", protocol="pcam", check=check_pcam,
+def pcam_data_files(root: Path, limit: int | None = None) -> list[Path]:
+    """The six h5 files the reader opens (the identity of a run's data)."""
+    return [Path(root) / f for s in PCAM_SPLITS for f in pcam_files(s)]
+
+
+@register_dataset("pcam", protocol="pcam", check=check_pcam, files=pcam_data_files,
                   description="PatchCamelyon: 262,144 train / 32,768 valid / 32,768 test 96x96 "
                               "histopathology patches, 2 classes (torchvision's h5 files)")
 def load_pcam(root: Path, download: bool, limit: int | None = None) -> DatasetSplits:

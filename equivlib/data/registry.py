@@ -3,7 +3,10 @@
 Every source registers a loader ``load(root: Path, download: bool, **options) ->
 DatasetSplits`` and, for downloadable data, a ``check(root: Path, download: bool, **options)``
 that raises :class:`~equivlib.data.base.DatasetMissingError` before any work is done
-(:func:`check_dataset`). Options a loader does not accept are rejected with a clear error.
+(:func:`check_dataset`), and ``files(root: Path, **options) -> list[Path]``, the files under
+the data directory it reads (whose identity a stored result records,
+:mod:`equivlib.data.identity`). Options a loader does not accept are rejected with a clear
+error.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class DatasetSource:
     check: Callable[..., None] | None  # None: ships with a package, nothing to check
     protocol: str  # transforms of the paper's protocol (see equivlib.data.transforms)
     description: str
+    files: Callable[..., list[Path]] | None = None  # None: reads no file of the data dir
 
 
 _SOURCES: dict[str, DatasetSource] = {}
@@ -34,12 +38,14 @@ _SOURCES: dict[str, DatasetSource] = {}
 
 def register_dataset(name: str, *, protocol: str, description: str,
                      check: Callable[..., None] | None = None,
+                     files: Callable[..., list[Path]] | None = None,
                      ) -> Callable[[Callable[..., DatasetSplits]], Callable[..., DatasetSplits]]:
-    """Decorator: register ``load(root, download, **options) -> DatasetSplits`` as ``name``."""
+    """Decorator: register ``load(root, download, **options) -> DatasetSplits`` as ``name``;
+    ``files(root, **options)``: the data files it reads under ``root`` (None: none)."""
     def decorator(load: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
         if name in _SOURCES:
             raise ValueError(f"dataset {name!r} is already registered")
-        _SOURCES[name] = DatasetSource(name, load, check, protocol, description)
+        _SOURCES[name] = DatasetSource(name, load, check, protocol, description, files)
         return load
     return decorator
 

@@ -98,15 +98,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     return ck
 
 
-def set_aside(path: str | Path) -> Path:
-    """Rename ``path`` to ``<path>.corrupt-<timestamp>`` (never over another file) and
+def set_aside(path: str | Path, why: str = "corrupt") -> Path:
+    """Rename ``path`` to ``<path>.<why>-<timestamp>`` (never over another file) and
     return the new path."""
     path = Path(path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    target, n = path.with_name(f"{path.name}.{why}-{stamp}"), 1
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
     os.replace(path, target)
     return target
 

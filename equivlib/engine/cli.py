@@ -152,8 +152,9 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("what to train")
     g.add_argument("--config", default=None, metavar="FILE",
                    help="a whole run config (JSON or YAML, as --print-config writes it; "
-                        "what `grid` hands to torchrun); the other flags of this group are "
-                        "then ignored, --set still applies")
+                        "what `grid` hands to torchrun); the file gives the whole run, so "
+                        "the other flags of this group and of the RotMNIST group are then "
+                        "refused; --set applies on top of it")
     g.add_argument("--dataset", default="mnist", help="registered dataset (see `list`)")
     g.add_argument("--model", default=None, help=_model_help())
     g.add_argument("--input-size", type=int, default=None,
@@ -170,13 +171,13 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--quarter-turns", action="store_true",
                    help="augment: a random quarter turn per training image")
     g.add_argument("--fraction", type=float, default=None,
-                   help="cifar: train on this seeded fraction of the training set")
+                   help="cifar10/cifar100: train on this seeded fraction of the training set")
     g.add_argument("--angles", type=float, nargs="+", default=None,
                    help="test rotations in degrees (default: protocol's)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. --set test.flips=true "
                         "--set schedule.kwargs.gamma=0.5 (value parsed as YAML)")
-    m = p.add_argument_group("RotMNIST (--dataset mnist)")
+    m = p.add_argument_group("RotMNIST (--dataset mnist only; refused with other datasets)")
     m.add_argument("--regime", default="none", choices=("none", "biased", "uniform"),
                    help="training rotations: none, biased (one N(mu, sigma) angle per batch), "
                         "uniform (one fixed angle in [0, 360) per image)")
@@ -205,7 +206,147 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16/fp16)")
     r.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     r.add_argument("--print-config", action="store_true", help="print the config and exit")
+    _record_given(p)
     return p
+
+
+# ------------------------------------------------------------------ flags given
+def _given_action(base: type) -> type:
+    """``base`` (an argparse action class) that also records, in the namespace's ``given``
+    dict, its destination and the option string the user typed."""
+    if base not in _GIVEN_CLASSES:
+        def __call__(self: Any, parser: Any, namespace: Any, values: Any,
+                     option_string: str | None = None) -> None:
+            base.__call__(self, parser, namespace, values, option_string)
+            given = dict(getattr(namespace, "given", None) or {})
+            given[self.dest] = option_string
+            namespace.given = given
+
+        _GIVEN_CLASSES[base] = type(f"Given{base.__name__}", (base,), {"__call__": __call__})
+    return _GIVEN_CLASSES[base]
+
+
+_GIVEN_CLASSES: dict[type, type] = {}
+
+
+def _record_given(parser: argparse.ArgumentParser) -> None:
+    """Make the options of ``parser`` record when they are given (``args.given``: dest ->
+    flag, in command-line order): a flag given with its default value is still given."""
+    for action in parser._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            action.__class__ = _given_action(type(action))
+
+
+def given_flags(a: argparse.Namespace) -> dict[str, str]:
+    """The options given on the command line: dest -> the flag as typed."""
+    return dict(getattr(a, "given", None) or {})
+
+
+# what --config replaces: every flag that says what to train (not where or how)
+CONFIG_FLAGS = ("dataset", "model", "input_size", "seed", "epochs", "batch_size", "lr",
+                "weight_decay", "widths", "no_coset_pool", "quarter_turns", "fraction",
+                "angles", "regime", "mu", "sigma", "channels", "dropout", "lr_step", "sizes",
+                "split_seed", "angle_step", "source")
+# the --set that gives a flag's value on top of a config file
+SET_PATHS = {"seed": "train.seed", "epochs": "train.epochs", "batch_size": "train.batch_size",
+             "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+             "widths": "model.kwargs.widths", "no_coset_pool": "model.kwargs.coset_pool",
+             "quarter_turns": "data.quarter_turns", "fraction": "data.options.fraction",
+             "angles": "test.angles", "regime": "data.regime", "mu": "data.mu",
+             "sigma": "data.sigma", "channels": "model.kwargs.channels",
+             "dropout": "model.kwargs.dropout", "lr_step": "schedule.kwargs.step_size",
+             "sizes": "data.options.sizes", "split_seed": "data.options.split_seed",
+             "source": "data.options.source"}
+ROTMNIST_FLAGS = ("regime", "mu", "sigma", "channels", "dropout", "lr_step", "sizes",
+                  "split_seed", "angle_step", "source")
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_yaml_value(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _them(flags: list[str]) -> str:
+    return "it" if len(flags) == 1 else "them"
+
+
+def check_config_conflicts(a: argparse.Namespace) -> None:
+    """CliError when ``--config`` comes with flags that say what to train: the file is the
+    whole run, so they would be dropped; the line says which ``--set`` gives each value."""
+    given = given_flags(a)
+    dests = [d for d in given if d in CONFIG_FLAGS]
+    if a.config is None or not dests:
+        return
+    flags = [given[d] for d in dests]
+    it = _them(flags)
+    head = f"--config {a.config} is the whole run, so {', '.join(flags)} would be ignored: "
+    if all(d in SET_PATHS for d in dests):
+        values = {d: not a.no_coset_pool if d == "no_coset_pool" else getattr(a, d)
+                  for d in dests}
+        sets = " ".join(f"--set {SET_PATHS[d]}={_yaml_value(v)}" for d, v in values.items())
+        raise CliError(f"{head}give {it} as {sets} (applied on top of the file), or leave "
+                       f"{it} out")
+    typed = " ".join(_typed(given[d], getattr(a, d)) for d in dests)
+    raise CliError(f"{head}change the file (or write a new one with train {typed} "
+                   f"--print-config > FILE), or leave {it} out")
+
+
+def _typed(flag: str, value: Any) -> str:
+    """A flag as the user would type it with ``value``."""
+    if isinstance(value, bool):
+        return flag
+    if isinstance(value, list | tuple):
+        return f"{flag} {' '.join(_yaml_value(v) for v in value)}"
+    return f"{flag} {_yaml_value(value)}"
+
+
+def _applies_to(dest: str) -> list[str] | None:
+    """The datasets flag ``dest`` applies to (None: every dataset)."""
+    from equivlib.data.registry import dataset_options, list_datasets
+
+    if dest in ROTMNIST_FLAGS:
+        return ["mnist"]
+    if dest == "fraction":
+        return [d for d in list_datasets() if "fraction" in dataset_options(d)]
+    if dest == "widths":  # the ResNets' stages; the MNIST CNNs take --channels
+        return [d for d in list_datasets() if d != "mnist"]
+    return None
+
+
+def check_flags_apply(a: argparse.Namespace) -> None:
+    """CliError naming the flags given that do not apply to ``--dataset`` (they would be
+    dropped) and the datasets they apply to."""
+    given = given_flags(a)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for dest in given:
+        targets = _applies_to(dest)
+        if targets is not None and a.dataset not in targets:
+            groups.setdefault(tuple(targets), []).append(dest)
+    if not groups:
+        return
+    targets, dests = next(iter(groups.items()))
+    flags = [given[d] for d in dests]
+    it = _them(flags)
+    where = ("--dataset mnist only (the RotMNIST protocol)" if targets == ("mnist",)
+             else f"--dataset {', '.join(targets)}")
+    hint = ""
+    if set(dests) <= {"regime", "mu", "sigma"}:
+        regime = a.regime if "regime" in dests and a.regime != "none" else "biased"
+        sets = f"--set data.regime={regime}"
+        if regime == "biased":
+            sets += f" --set data.mu={_yaml_value(a.mu)} --set data.sigma={_yaml_value(a.sigma)}"
+        hint = f"; to rotate {a.dataset}'s training images, use {sets}"
+    elif dests == ["fraction"] and a.dataset == "mnist":
+        hint = "; with mnist, --sizes sets the number of training images"
+    elif dests == ["widths"]:
+        hint = "; the MNIST CNNs take --channels"
+    one = len(flags) == 1
+    raise CliError(f"{', '.join(flags)} {'does' if one else 'do'} not apply to --dataset "
+                   f"{a.dataset}: {'it applies' if one else 'they apply'} to {where}; leave "
+                   f"{it} out{hint}")
 
 
 def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -252,6 +393,14 @@ def config_from_args(a: argparse.Namespace) -> Any:
             a.model or "p4_mnist_cnn", a.input_size or 28, regime=a.regime, sigma=a.sigma,
             mu=a.mu, seed=a.seed, lr_step=a.lr_step, dropout=a.dropout, channels=a.channels,
             sizes=a.sizes, source=a.source, split_seed=a.split_seed, angles=angles, **pick)
+        extra: dict[str, Any] = {}  # flags of every dataset that the RotMNIST config lacks
+        if a.quarter_turns:
+            extra["data"] = {"quarter_turns": True}
+        if a.no_coset_pool:
+            extra["model"] = {"kwargs": {"coset_pool": False}}
+        if extra:
+            from equivlib.engine.config import RunConfig
+            config = RunConfig.from_dict(_merge(config.to_dict(), extra))
     else:
         if a.model is None or a.input_size is None:
             raise CliError(f"--model and --input-size are required for --dataset {a.dataset}")
@@ -332,6 +481,9 @@ def _checked_config(a: argparse.Namespace) -> Any:
     """The validated config of the ``train`` flags (model fit included); CliError otherwise."""
     try:
         check_flags(a)
+        check_config_conflicts(a)
+        if a.config is None:
+            check_flags_apply(a)
         config = config_from_args(a)
         check_model(config)
         if not a.print_config:
@@ -345,6 +497,7 @@ def _checked_config(a: argparse.Namespace) -> Any:
 
 def train_command(a: argparse.Namespace) -> int:
     """Run (or reuse) one config; print a JSON summary on rank 0."""
+    from equivlib.data.identity import data_identity
     from equivlib.engine.distributed import init_distributed, shutdown_distributed
     from equivlib.engine.run import ForeignCheckpoint, NonFiniteLoss, run
     from equivlib.store.results import load_result
@@ -353,7 +506,8 @@ def train_command(a: argparse.Namespace) -> int:
     if a.print_config:
         print(json.dumps(config.to_dict(), indent=1))
         return 0
-    reused = load_result(config.to_dict(), a.results_dir) is not None
+    identity = data_identity(config.data.dataset, a.data_dir, **config.data.options)
+    reused = load_result(config.to_dict(), a.results_dir, data=identity) is not None
     if not reused:
         _check_output_dirs(a, config)
     ctx, device = init_distributed(a.device)
@@ -370,8 +524,23 @@ def train_command(a: argparse.Namespace) -> int:
                    "test_acc_mean": metrics["test_acc_mean"],
                    "best_valid_acc": metrics.get("best_valid_acc")}
         summary.update({k: metrics[k] for k in ("seen", "unseen") if k in metrics})
-        print(json.dumps(summary))
+        print(json_line(summary))
     return 0
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of valid JSON: a NaN or infinite number becomes null (JSON has
+    no such numbers; Python would print the invalid ``NaN``)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), allow_nan=False)
 
 
 # ------------------------------------------------------------------ grid
@@ -474,7 +643,12 @@ def grid_command(a: argparse.Namespace) -> int:
         if not path.exists():
             raise CliError(f"{path} not found (run from the project root or pass --root)")
     params = notebook_parameters(notebook)
-    section = (yaml.safe_load(params_file.read_text()) or {}).get(a.notebook) or {}
+    settings = yaml.safe_load(params_file.read_text()) or {}
+    if a.profile != "smoke" and a.notebook not in settings:  # smoke: the notebook's defaults
+        raise CliError(f"{params_file} has no section {a.notebook!r}, so this grid would "
+                       f"train the notebook's smoke defaults into the {a.profile} store: "
+                       f"restore the section (git diff {params_file}), or use --profile smoke")
+    section = settings.get(a.notebook) or {}
     unknown = sorted(set(section) - set(params))
     if unknown:
         raise CliError(f"{params_file}: unknown parameter(s) {unknown} for {a.notebook}")

@@ -18,6 +18,9 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -28,6 +31,7 @@ import torch
 
 from equivlib import progress
 from equivlib.data.base import DatasetMissingError, DatasetSplits
+from equivlib.data.identity import data_identity
 from equivlib.data.registry import check_dataset, get_dataset
 from equivlib.engine.config import RunConfig
 from equivlib.engine.launch import train_with_torchrun
@@ -44,7 +48,9 @@ class GridRunError(RuntimeError):
 
 @functools.lru_cache(maxsize=4)
 def _cached_data(dataset: str, options_json: str, data_dir: str | None,
-                 download: bool) -> DatasetSplits:
+                 download: bool, files: str | None = None) -> DatasetSplits:
+    """The dataset, loaded once per process; ``files`` (the ``stat`` digest of its data
+    files' identity) is part of the key, so changed files are loaded again."""
     return get_dataset(dataset, data_dir, download, **json.loads(options_json))
 
 
@@ -79,8 +85,10 @@ def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
     (torchrun, :mod:`equivlib.engine.launch`)."""
     c = RunConfig.from_dict(config)
     key = c.key()
+    identity = data_identity(c.data.dataset, data_dir, **c.data.options)
     with claimed(results_dir, key, stale_after=stale_after) as mine:
-        stored = load_result(config, results_dir)  # finished by another process meanwhile?
+        # finished by another process meanwhile (from the data here)?
+        stored = load_result(config, results_dir, data=identity)
         if stored is not None:
             return "reused", stored["metrics"]
         if not mine:
@@ -94,9 +102,9 @@ def _train_one(config: dict[str, Any], results_dir: str, checkpoint_root: str,
         torch.set_num_threads(threads)
         try:
             data = _cached_data(c.data.dataset, json.dumps(c.data.options, sort_keys=True),
-                                data_dir, download)
+                                data_dir, download, identity and identity["stat"])
             return "trained", run(c, data, checkpoint_dir=Path(checkpoint_root) / key,
-                                  results_dir=results_dir, device=device)
+                                  results_dir=results_dir, data_dir=data_dir, device=device)
         finally:
             torch.set_num_threads(previous)
 
@@ -150,9 +158,14 @@ def run_grid(configs: Sequence[dict[str, Any] | RunConfig], results_dir: str | P
     results: dict[str, dict[str, Any]] = {}
     missing: dict[str, dict[str, Any]] = {}
     reused_from: dict[str, dict[str, Any] | None] = {}  # key -> provenance of a reused run
+    identities: dict[str, dict[str, Any] | None] = {}  # the data each dataset reads now
     for c in configs:
         key = RunConfig.from_dict(c).key()
-        stored = load_result(c, results_dir)
+        which = json.dumps([c["data"]["dataset"], c["data"]["options"]], sort_keys=True)
+        if which not in identities:
+            identities[which] = data_identity(c["data"]["dataset"], data_dir,
+                                              **c["data"]["options"])
+        stored = load_result(c, results_dir, data=identities[which])
         if stored is not None:
             results[key] = stored["metrics"]
             reused_from[key] = stored["provenance"]
@@ -237,11 +250,36 @@ def _execute(pending: dict[str, dict[str, Any]], args: tuple, workers: int,
     return held
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Initializer of the grid's worker processes: the worker is sent SIGTERM when the
+    process that started it dies (Linux ``PR_SET_PDEATHSIG``), so a killed notebook kernel
+    or grid never leaves its workers training as orphans; a worker whose parent is already
+    gone exits at once."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the parent's sweep still ends it
+            pass
+    if os.getppid() != parent_pid:  # died before the line above took effect
+        os._exit(1)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The grid's pool: ``workers`` spawned processes that die with this one
+    (:func:`die_with_parent`). Create it in a thread that outlives it (Linux ties the
+    parent-death signal to the creating thread; the grid creates it in its caller's)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def _run_parallel(missing: dict[str, dict[str, Any]], args: tuple, workers: int,
                   finish: Callable[[str, tuple[str, Any]], None]) -> None:
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
-                             mp_context=context) as pool:
+    with worker_pool(min(workers, len(missing))) as pool:
         futures = {pool.submit(_train_one, c, *args): key for key, c in missing.items()}
         pending = set(futures)
         failure: tuple[str, BaseException] | None = None

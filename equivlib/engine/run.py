@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 
 from equivlib.data.base import DatasetSplits
+from equivlib.data.identity import changed as changed_data
+from equivlib.data.identity import data_identity
 from equivlib.data.loaders import (
     TransformedDataset,
     TransformedIterable,
@@ -188,7 +190,10 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
 
     With ``results_dir`` a finished run is reused and a new result is stored there, with
     where it was made (:mod:`equivlib.store.provenance`: CPU, device, threads, processes,
-    torch/CUDA, lock hash, commit) beside the metrics.
+    torch/CUDA, lock hash, commit) and which data files it read under ``data_dir``
+    (:mod:`equivlib.data.identity`) beside the metrics; a stored result or a checkpoint
+    made from files that have changed since is not reused (one warning says what changed).
+    Pass ``data_dir`` with ``data`` too when the data came from files there.
     ``data`` (raw splits) skips loading. ``workers``: DataLoader worker processes;
     ``amp`` (CUDA: bf16 where supported, else fp16 with a grad scaler) and
     ``channels_last`` change how, not what, is computed and are not part of the config.
@@ -203,8 +208,11 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
                      check_data=data is None)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    # the files the run reads under the data directory (None: data that ships with a
+    # package): a stored result or checkpoint made from other data is not reused
+    identity = data_identity(config.data.dataset, data_dir, **config.data.options)
     if results_dir is not None:
-        stored = load_result(config.to_dict(), results_dir)
+        stored = load_result(config.to_dict(), results_dir, data=identity)
         if stored is not None:
             return stored["metrics"]
     key = config.key()
@@ -220,8 +228,19 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
         raise ForeignCheckpoint(f"checkpoint {ckpt_path} belongs to another config "
                                 f"({ck.get('key')}, not {key}); delete it or pick another "
                                 "directory")
+    if ck is not None and isinstance(ck.get("data"), dict) and identity is not None:
+        why = changed_data(ck["data"], identity)
+        if why:
+            moved = (set_aside(ckpt_path, "other-data") if ctx.is_main and ckpt_path.exists()
+                     else None)
+            where = f"moved it to {moved}" if moved else "rank 0 moves it aside"
+            warnings.warn(f"run {key}: not resuming checkpoint {ckpt_path}: {why}; {where} "
+                          "and starting the run from epoch 0", RuntimeWarning, stacklevel=2)
+            ck = None
     if data is None:
         data = get_dataset(config.data.dataset, data_dir, download, **config.data.options)
+        if identity is None:  # downloaded just now
+            identity = data_identity(config.data.dataset, data_dir, **config.data.options)
     if config.train.select == "best_valid" and data.valid is None:
         raise ValueError(f"train.select = 'best_valid' needs a validation split and "
                          f"{config.data.dataset} has none here: use select 'last'")
@@ -316,7 +335,7 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
                     "scaler": scaler.state_dict() if scaler is not None else {},
                     "rng": rng_state(), "sampler": {"seed": seed, "next_epoch": epoch + 1},
                     "best_model": best_state, "best_valid_acc": best_acc,
-                    "history": history, "train_seconds": train_seconds})
+                    "history": history, "train_seconds": train_seconds, "data": identity})
             ctx.barrier()
             if stop_after_epoch is not None and epoch + 1 == stop_after_epoch:
                 raise StopTraining(f"stopped after epoch {epoch + 1}")
@@ -345,7 +364,8 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
             wb.finish()
     if results_dir is not None and ctx.is_main:  # with where it was made (world size, ...)
         save_result(config.to_dict(), metrics, results_dir,
-                    provenance=collect_provenance(dev, processes=ctx.world_size))
+                    provenance=collect_provenance(dev, processes=ctx.world_size),
+                    data=identity)
     return metrics
 
 

@@ -106,17 +106,23 @@ def trace_cell(model: nn.Module, size: int) -> dict[str, str]:
 
 def model_rows(name: str, sizes: Sequence[int], reference: int = 224,
                build: Callable[[str], nn.Module] = build_on_meta,
+               on_cell: Callable[[], None] | None = None,
                ) -> tuple[list[dict], dict]:
     """The table cells of one model at ``sizes`` and its summary row (family, the nearest
-    exact size to ``reference`` within 32 pixels, seconds, or why it could not be built)."""
+    exact size to ``reference`` within 32 pixels, seconds, or why it could not be built).
+    ``on_cell()`` is called after each size is traced."""
     tick = time.perf_counter()
     try:
         model = build(name)
     except Exception as exc:
         return [], {"model": name, "family": family(name), "built": False, "nearest": None,
                     "seconds": 0.0, "note": f"cannot build: {exc}"[:200]}
-    cells = [{"model": name, "family": family(name), "size": size, **trace_cell(model, size)}
-             for size in sizes]
+    cells = []
+    for size in sizes:
+        cells.append({"model": name, "family": family(name), "size": size,
+                      **trace_cell(model, size)})
+        if on_cell is not None:
+            on_cell()
     try:
         nearest = nearest_exact_size(model, reference, max_distance=32)
     except Exception:  # a model that refuses other sizes
@@ -128,22 +134,41 @@ def model_rows(name: str, sizes: Sequence[int], reference: int = 224,
 def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
               reference: int = 224, workers: int = 1,
               build: Callable[[str], nn.Module] = build_on_meta,
+              progress: Callable[[int, int], None] | None = None,
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(cells, models)``: one row per model and size (verdict, first breaking layer, note)
     and one row per model (:func:`model_rows`, without its ``seconds``: a timing would
     change the saved CSV on every rebuild; the seconds per model are in
     ``models.attrs["timing"]``, which :func:`equivlib.plots.save_csv` writes to the CSV's
-    provenance sidecar); ``workers`` > 1 traces models in that many spawned processes."""
+    provenance sidecar); ``workers`` > 1 traces models in that many spawned processes.
+    ``progress(done, total)``: called as model x size cells are traced (per size in this
+    process, per model from worker processes)."""
     sizes = list(sizes)
+    total, done = len(names) * len(sizes), 0
+
+    def advance(cells: int) -> None:
+        nonlocal done
+        done += cells
+        if progress is not None:
+            progress(done, total)
+
+    results: list = [None] * len(names)
     if workers > 1 and len(names) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(model_rows, names, [sizes] * len(names),
-                                    [reference] * len(names), [build] * len(names)))
+            futures = {pool.submit(model_rows, name, sizes, reference, build): i
+                       for i, name in enumerate(names)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                advance(len(sizes))
     else:
-        results = [model_rows(name, sizes, reference, build) for name in names]
+        for i, name in enumerate(names):
+            results[i] = model_rows(name, sizes, reference, build,
+                                    on_cell=None if progress is None else lambda: advance(1))
+            if done < (i + 1) * len(sizes):  # not counted per size, or could not be built
+                advance((i + 1) * len(sizes) - done)
     cells = [cell for model_cells, _ in results for cell in model_cells]
     models = pd.DataFrame([{k: v for k, v in row.items() if k != "seconds"}
                            for _, row in results])
@@ -281,16 +306,23 @@ def measured_verdict(check: pd.DataFrame) -> str:
                if len(check) > len(exact_rows) + len(other_rows) else ""))
 
 
-def parse_sizes(text: str) -> list[int]:
-    """``"220-232,256,299"`` -> the sizes, ranges inclusive; positive and unique."""
-    sizes: list[int] = []
+def parse_sizes(text: str, max_count: int | None = None) -> list[int]:
+    """``"220-232,256,299"`` -> the sizes, ranges inclusive; positive and unique; at most
+    ``max_count`` of them (counted before any list is built: ``1-10**12`` is refused, not
+    expanded)."""
+    ranges: list[range | list[int]] = []
     for part in split_list(text, "sizes"):
         lo, dash, hi = part.partition("-")
         try:
-            values = range(int(lo), int(hi) + 1) if dash else [int(part)]
+            ranges.append(range(int(lo), int(hi) + 1) if dash else [int(part)])
         except ValueError:
             raise ValueError(f"sizes: bad entry {part!r}; expected e.g. 220-232,256") from None
-        sizes.extend(values)
+    count = sum(len(r) for r in ranges)
+    if max_count is not None and count > max_count:
+        raise ValueError(f"sizes: {text!r} names {count:,} sizes, more than {max_count:,} at "
+                         f"once (each size is traced on every model): narrow the ranges, e.g. "
+                         f"220-260,299, or split the run into several commands")
+    sizes = [size for r in ranges for size in r]
     if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
         raise ValueError(f"sizes: need distinct positive sizes, got {text!r}")
     return sizes

@@ -2,11 +2,14 @@
 shards of a SLURM array, two notebooks, a rerun while the first is still going) never train
 the same run at once.
 
-A claim is a file ``<root>/<key>.claim`` created with ``O_CREAT | O_EXCL`` (atomic on local
-file systems and NFSv3+), naming its holder (host, pid, start time). While the run trains, a
-heartbeat thread refreshes the file's mtime. A claim is stale when its holder is a dead
-process on this host, or when it has not been refreshed for ``stale_after`` seconds (a
-holder on another machine that died); a stale claim is renamed away and claimed afresh.
+A claim is a file ``<root>/<key>.claim`` naming its holder (host, pid, start time), written
+complete to a temporary file and then hard-linked into place (``link`` fails when the claim
+exists: atomic on local file systems and NFSv3+), so a claim is never seen half-written.
+While the run trains, a heartbeat thread refreshes the file's mtime. A claim is stale when
+its holder is a dead process on this host, when it has not been refreshed for
+``stale_after`` seconds (a holder on another machine that died), or at once when it cannot
+be read as a holder (garbage, empty, not ours to parse); a stale claim is renamed away and
+claimed afresh.
 
 Two processes that find the same claim stale at once both rename "it" away; the second
 may move the first's fresh claim instead, sees that the content is not the stale claim it
@@ -46,26 +49,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _read_text(path: Path) -> str:
+    """The file's bytes as text (bytes that are not UTF-8 kept, so garbage compares)."""
+    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+
+
+def _is_holder(record: Any) -> bool:
+    return (isinstance(record, dict) and isinstance(record.get("host"), str)
+            and isinstance(record.get("pid"), int) and not isinstance(record["pid"], bool))
+
+
 def read_claim(root: str | Path, key: str) -> dict[str, Any] | None:
     """The holder of ``key``'s claim (``host``, ``pid``, ``since``, ``age`` in seconds since
-    the last heartbeat), or None when the run is not claimed."""
+    the last heartbeat), or None when the run is not claimed. A claim that does not name a
+    holder (garbage, empty: claims are written complete, so never one being written) reads
+    as ``{"unreadable": True, "age": ..., "token": ...}``."""
     path = claim_path(root, key)
     try:
-        text, mtime = path.read_text(), path.stat().st_mtime
+        text, mtime = _read_text(path), path.stat().st_mtime
     except FileNotFoundError:
         return None
     try:
         holder = json.loads(text)
-    except json.JSONDecodeError:  # being written this instant, or garbage: judge by age
-        holder = {}
-    holder = holder if isinstance(holder, dict) else {}
+    except ValueError:  # garbage (bad JSON, bytes that are not text)
+        holder = None
+    holder = dict(holder) if _is_holder(holder) else {"unreadable": True}
     holder["age"] = time.time() - mtime
     holder["token"] = text
     return holder
 
 
 def is_stale(holder: dict[str, Any], stale_after: float = STALE_AFTER_SECONDS) -> bool:
-    """True when the holder is a dead process here or has been silent ``stale_after`` s."""
+    """True when the claim names no holder (unreadable), when the holder is a dead process
+    here, or when it has been silent ``stale_after`` s."""
+    if holder.get("unreadable"):
+        return True
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         if not _pid_alive(holder["pid"]):
             return True
@@ -73,15 +91,29 @@ def is_stale(holder: dict[str, Any], stale_after: float = STALE_AFTER_SECONDS) -
 
 
 def _create(path: Path) -> bool:
-    record = {"host": socket.gethostname(), "pid": os.getpid(),
-              "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    """Create the claim, complete, or return False when one exists: the record is written
+    to a temporary file and hard-linked to ``path`` (fails when ``path`` exists); where hard
+    links are not supported, ``O_CREAT | O_EXCL`` and a write."""
+    record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    temp = path.with_name(f"{path.name}.new-{uuid.uuid4().hex[:8]}")
+    temp.write_text(record)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(temp, path)
+        return True
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    return True
+    except OSError:  # no hard links here (some network or FAT file systems); a claim read
+        # in the instant between create and write is judged stale: one duplicate run at most
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return True
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def try_claim(root: str | Path, key: str, stale_after: float = STALE_AFTER_SECONDS) -> bool:
@@ -100,7 +132,7 @@ def try_claim(root: str | Path, key: str, stale_after: float = STALE_AFTER_SECON
         os.rename(path, moved)
     except FileNotFoundError:  # someone else took it over first
         return _create(path)
-    if moved.read_text() != holder["token"]:  # displaced a fresh claim: put it back
+    if _read_text(moved) != holder["token"]:  # displaced a fresh claim: put it back
         try:
             os.link(moved, path)
         except FileExistsError:

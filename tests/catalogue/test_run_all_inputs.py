@@ -225,6 +225,35 @@ BAD_INPUTS = [
         CPU_PARAMS, ["--test", "--", "--allow-root"],
         "-- ARGS applies only with --lab: add --lab to open JupyterLab, or leave -- ARGS out",
         id="jupyter-args-without-lab"),
+    # a section deleted from a profile whose figures replace figures/ (was: "ok", smoke
+    # defaults written over the committed cpu figures)
+    pytest.param(
+        "02_beta: {}\n", ["--only", "01"],
+        "params/cpu.yaml has no section '01_alpha' (a cpu rebuild replaces figures/, so every "
+        "notebook it runs needs its section): restore it (git diff params/cpu.yaml), or write "
+        "'01_alpha: {}' to run the notebook's smoke defaults" + NO_RUN,
+        id="section-missing"),
+    pytest.param(
+        "", [],
+        "params/cpu.yaml has no section '01_alpha', '02_beta' (a cpu rebuild replaces "
+        "figures/, so every notebook it runs needs its section): restore it (git diff "
+        "params/cpu.yaml), or write '01_alpha: {}' to run the notebook's smoke defaults"
+        + NO_RUN,
+        id="every-section-missing"),
+    # ports outside 1-65535 (were: served on another port, or printed a URL with :0)
+    pytest.param(
+        CPU_PARAMS, ["--lab", "--port", "70000"],
+        "--port 70000 is not a usable port: give one from 1 to 65535 (e.g. --port 8889)",
+        id="port-too-large"),
+    pytest.param(
+        CPU_PARAMS, ["--lab", "--port=0"],
+        "--port 0 is not a usable port: give one from 1 to 65535 (e.g. --port 8889)",
+        id="port-zero"),
+    pytest.param(
+        CPU_PARAMS, ["--lab", "--port", "99999999999999999999"],
+        "--port 99999999999999999999 is not a usable port: give one from 1 to 65535 (e.g. "
+        "--port 8889)",
+        id="port-overflows"),
 ]
 
 
@@ -296,6 +325,46 @@ def test_lab_port_must_be_a_number(project):
         "run_all.sh: error: --port '88x' is not a port number (e.g. --port 8889)"]
 
 
+def test_lab_refuses_a_port_in_use_before_the_banner(project):
+    """A busy port: one line naming it, no banner promising a URL on it, no server."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_all(project, "--lab", "--no-browser", "--port", str(port), "--",
+                         "--allow-root")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert error_lines(result.stderr) == [
+        f"run_all.sh: error: port {port} on 127.0.0.1 is in use (another JupyterLab?); pick "
+        "another with --port N, e.g. --port 8889"]
+
+
+def test_smoke_profile_may_leave_sections_out(project):
+    """The smoke profile's figures stay in build/smoke/: a notebook without a section runs
+    at its own (smoke) defaults."""
+    (project / "params" / "smoke.yaml").write_text("# no sections\n")
+    jobs = run_notebooks.plan("smoke", "01,02", project)
+    assert [(j.notebook.stem, j.parameters) for j in jobs] == [
+        ("01_alpha", {"profile": "smoke"}), ("02_beta", {"profile": "smoke"})]
+
+
+def test_paper_profile_needs_its_sections_too(project, capsys):
+    (project / "params" / "paper.yaml").write_text("01_alpha: {}\n")
+    before = snapshot(project / "figures")
+    assert run_notebooks.main(["--profile", "paper", "--only", "01,2",
+                               "--root", str(project)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "run_all.sh: error: params/paper.yaml has no section '02_beta' (a paper rebuild "
+        "replaces figures/, so every notebook it runs needs its section): restore it (git "
+        "diff params/paper.yaml), or write '02_beta: {}' to run the notebook's smoke "
+        "defaults; no notebook was run\n")
+    assert snapshot(project / "figures") == before and not (project / "build").exists()
+
+
 def test_lab_refuses_a_config_without_token(project, tmp_path):
     """A user config with ``token = ''`` would let every local user in: refused, no server."""
     config = tmp_path / "jupyter-config"
@@ -319,7 +388,8 @@ def test_unwritable_output_directory_is_found_before_any_run(project, blocked, w
     starts: one line naming it, exit 2, figures untouched."""
     _notebook(project / "notebooks" / "01_alpha.ipynb", ALPHA_BODY,
               ALPHA_PARAMETERS + '\nresults_dir: str = "../build/results"  # store')
-    (project / "params" / "cpu.yaml").write_text('01_alpha:\n  results_dir: "../results/sub"\n')
+    (project / "params" / "cpu.yaml").write_text('01_alpha:\n  results_dir: "../results/sub"\n'
+                                                  '02_beta: {}\n')
     (project / blocked).write_text("a file in the way")
     before = snapshot(project / "figures")
     result = run_all(project)
