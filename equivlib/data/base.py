@@ -10,7 +10,11 @@ source's, so one reader serves every experiment.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+import socket
+import urllib.error
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class DatasetMissingError(FileNotFoundError):
     """A downloadable dataset is not where it was looked for (raised before any work)."""
+
+
+class DatasetDownloadError(DatasetMissingError):
+    """``download`` could not fetch a dataset: the URL and why (e.g. no network access)."""
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -45,6 +53,123 @@ def torchvision_download_hint(dataset: str, root: Path) -> str:
             f"--dataset {dataset} --download --data-dir {root} ...` (or the notebook "
             f"parameter download=True; it uses torchvision's download=True), then copy the "
             f"directory here or point DATA_DIR at it.")
+
+
+def md5_error(dataset: str, failing: Sequence[Path], originals: str,
+              restore: str) -> ValueError:
+    """The one error for files torchvision refuses because their MD5 sums differ from the
+    originals': names the first failing file (and how many others fail), says that
+    torchvision checks MD5 sums and how to get the original files."""
+    more = f" (and {len(failing) - 1} other file(s))" if len(failing) > 1 else ""
+    return ValueError(
+        f"{dataset} file {Path(failing[0]).resolve()}{more} fails torchvision's MD5 check: "
+        f"torchvision reads only the original files of {originals} (it checks their MD5 sums), "
+        f"so a corrupt file or a folder of your own in this layout is refused; re-download "
+        f"with --download into an empty directory (--data-dir DIR), or restore the original "
+        f"files {restore}")
+
+
+def failing_md5s(root: Path, expected: dict[str, str],
+                 check_integrity: Callable[[str, str], bool]) -> list[Path]:
+    """The files of ``expected`` (paths relative to ``root``: MD5 sum) that exist under
+    ``root`` but fail ``check_integrity`` (torchvision's, so that a test can accept small
+    files), in order; missing files are not checked here."""
+    paths = ((Path(root) / rel, md5) for rel, md5 in expected.items())
+    return [p for p, md5 in paths if p.is_file() and not check_integrity(str(p), md5)]
+
+
+# -- downloads --------------------------------------------------------------------------------
+_NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror)
+_MIRRORS_FAILED = re.compile(r"Tried (\S+), got:\n(.*)")
+
+
+def _failed_url(exc: BaseException) -> str | None:
+    """The URL a downloader was fetching when ``exc`` was raised: the innermost frame of
+    torchvision's (or gdown's) download code with a local ``url`` (or a Google Drive
+    ``file_id``, as torchvision's PCam passes to gdown)."""
+    url, tb = None, exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__", "").split(".")[0] in ("torchvision", "gdown"):
+            value, file_id = frame.f_locals.get("url"), frame.f_locals.get("file_id")
+            if isinstance(value, str) and "://" in value:
+                url = value
+            elif isinstance(file_id, str) and file_id:
+                url = f"https://drive.google.com/uc?id={file_id}"
+        tb = tb.tb_next
+    return url
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    # requests' (gdown's) ConnectionError and Timeout are OSErrors of the requests package
+    return isinstance(exc, _NETWORK_ERRORS) or (
+        isinstance(exc, OSError) and type(exc).__module__.split(".")[0] in ("requests", "urllib3")
+        and any(w in type(exc).__name__ for w in ("Connection", "Timeout")))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"the server answered HTTP {exc.code} {exc.reason}"
+    text = str(exc.reason if isinstance(exc, urllib.error.URLError) else exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _network_failures(exc: BaseException, default_url: str) -> list[tuple[str, str]] | None:
+    """``[(url, why)]`` when ``exc`` is a failed download (torchvision's MNIST tries each
+    mirror and raises one RuntimeError listing them), else None."""
+    if _is_network_error(exc):
+        return [(_failed_url(exc) or default_url, _reason(exc))]
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and text.startswith("Error downloading "):
+        name = text[len("Error downloading "):].split(":", 1)[0]
+        tried = _MIRRORS_FAILED.findall(text)
+        if tried and all(err.startswith("<urlopen error") or err.startswith("HTTP Error")
+                         for _, err in tried):
+            return [(f"{mirror}{name}",
+                     " ".join(err.strip("<>").removeprefix("urlopen error ").split()))
+                    for mirror, err in tried]
+    return None
+
+
+def download_message(dataset: str, root: Path, failures: Sequence[tuple[str, str]],
+                     flags: str = "") -> str:
+    """One line: which dataset and URL(s) failed, why, and how to get the data here
+    (``flags``: what else the train command needs, e.g. ``--source torchvision``)."""
+    what = (f"downloading {failures[0][0]} failed ({failures[0][1]})" if len(failures) == 1
+            else "downloading failed from every mirror ("
+                 + "; ".join(f"{url}: {why}" for url, why in failures) + ")")
+    root = Path(root).resolve()
+    if all(why.startswith(("the server answered HTTP", "HTTP Error")) for _, why in failures):
+        return (f"{dataset}: {what}: the server refused the file (it may have moved); fetch "
+                f"torchvision's files of {dataset} by hand into {root}")
+    command = " ".join(["python -m equivlib train --dataset", dataset, *flags.split(),
+                        "--download --data-dir DIR ..."])
+    return (f"{dataset}: {what}: this machine has no network access to "
+            f"{'it' if len(failures) == 1 else 'them'}; download once on a machine with "
+            f"internet ({command}), then copy DIR to {root} or point DATA_DIR (--data-dir) at "
+            "the copy")
+
+
+@contextmanager
+def download_failures(dataset: str, root: Path, default_url: str,
+                      made: Sequence[Path] = (), flags: str = "") -> Iterator[None]:
+    """Turn a failed download inside the block (no network: a bare ``URLError``; MNIST's
+    mirror list) into one :class:`DatasetDownloadError` naming ``dataset``, the URL and
+    why (``default_url`` when the downloader's frames do not tell). The directories of
+    ``made`` (and ``root``) that did not exist before and are still empty are removed: a
+    failed download leaves nothing behind."""
+    dirs = sorted({Path(root), *map(Path, made)}, key=lambda p: len(p.parts), reverse=True)
+    new = [d for d in dirs if not d.exists()]
+    try:
+        yield
+    except Exception as exc:
+        failures = _network_failures(exc, default_url)
+        if failures is None:
+            raise
+        for d in new:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise DatasetDownloadError(download_message(dataset, root, failures, flags)) from exc
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 Options: ``fraction`` (a seeded stratified subset of the training set, 0 < fraction <= 1) and
 ``fraction_seed``. There is no validation split: the CIFAR protocol reports the last epoch.
+
+torchvision reads only the original files (it checks their MD5 sums): the pre-flight check
+names a file that fails, before any work, instead of torchvision's "Dataset not found or
+corrupted"; a failed ``download`` names the URL (:func:`~equivlib.data.base.download_failures`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from equivlib.data.base import (
     ArrayDataset,
     DatasetInfo,
     DatasetSplits,
+    download_failures,
+    failing_md5s,
+    md5_error,
     missing_error,
     torchvision_download_hint,
 )
@@ -28,6 +35,31 @@ CIFAR_FILES: dict[str, tuple[str, ...]] = {
     "cifar100": tuple(f"cifar-100-python/{f}" for f in ("train", "test", "meta")),
 }
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+
+
+def _torchvision_class(name: str) -> type:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR10 if name == "cifar10" else CIFAR100
+
+
+def expected_md5s(name: str) -> dict[str, str]:
+    """The MD5 sum torchvision expects of each file (relative to the data root)."""
+    cls = _torchvision_class(name)
+    pairs = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+    return {f"{cls.base_folder}/{f}": md5 for f, md5 in pairs}
+
+
+def check_md5s(name: str, root: Path) -> None:
+    """ValueError naming the first file under ``root`` that torchvision's MD5 check refuses
+    (a corrupt file, or a CIFAR-format folder of one's own); missing files are not checked."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    failing = failing_md5s(root, expected_md5s(name), tv_cifar.check_integrity)
+    if failing:
+        raise md5_error(name, failing, ARCHIVES[name],
+                        f"from {ARCHIVES[name]} ({_torchvision_class(name).url})")
 
 
 def check_fraction(fraction: float) -> None:
@@ -39,23 +71,24 @@ def check_fraction(fraction: float) -> None:
 
 def check_cifar(name: str, root: Path, download: bool, fraction: float = 1.0,
                 fraction_seed: int = 0) -> None:
-    """Raise (before any work) on a bad option, or on missing files when ``download`` is off."""
+    """Raise (before any work) on a bad option, on missing files when ``download`` is off, or
+    on a file that torchvision's MD5 check would refuse."""
     check_fraction(fraction)
     if isinstance(fraction_seed, bool) or not isinstance(fraction_seed, int):
         raise ValueError(f"fraction_seed must be an int, got {fraction_seed!r}")
     missing = [f for f in CIFAR_FILES[name] if not (Path(root) / f).is_file()]
     if missing and not download:
         raise missing_error(name, root, missing, torchvision_download_hint(name, root))
+    check_md5s(name, Path(root))
 
 
 def load_cifar(name: str, root: Path, download: bool, fraction: float = 1.0,
                fraction_seed: int = 0) -> DatasetSplits:
     """The CIFAR-10/100 training set (or a stratified ``fraction`` of it) and test set."""
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
-    train_tv = cls(str(root), train=True, download=download)
-    test_tv = cls(str(root), train=False, download=download)
+    cls = _torchvision_class(name)
+    with download_failures(name, root, cls.url):
+        train_tv = cls(str(root), train=True, download=download)
+        test_tv = cls(str(root), train=False, download=download)
     train = ArrayDataset(train_tv.data, train_tv.targets,
                          fraction_indices(train_tv.targets, fraction, fraction_seed))
     test = ArrayDataset(test_tv.data, test_tv.targets)

@@ -1,5 +1,9 @@
 """Oxford Flowers-102 (torchvision's layout): the training set is the official train and
 validation splits together, the test set the official test split; images keep their own size.
+
+torchvision reads only the original ``imagelabels.mat`` and ``setid.mat`` (it checks their MD5
+sums): the pre-flight check names a file that fails, before any work, instead of
+torchvision's "Dataset not found or corrupted"; a failed ``download`` names the URL.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from equivlib.data.base import (
     IMAGENET_STD,
     DatasetInfo,
     DatasetSplits,
+    download_failures,
+    failing_md5s,
+    md5_error,
     missing_error,
     torchvision_download_hint,
 )
@@ -50,14 +57,32 @@ class ImageFileDataset(Dataset):
         return self.labels.copy()
 
 
+def _flowers_source() -> tuple[str, dict[str, str]]:
+    """torchvision's download URL prefix and the MD5 sum of each file it checks (relative to
+    the data root)."""
+    from torchvision.datasets import Flowers102
+
+    md5s = {f"flowers-102/{Flowers102._file_dict[k][0]}": Flowers102._file_dict[k][1]
+            for k in ("label", "setid")}
+    return Flowers102._download_url_prefix, md5s
+
+
 def check_flowers(root: Path, download: bool) -> None:
-    """Raise (before any work) if torchvision's files are missing and ``download`` is off."""
+    """Raise (before any work) if torchvision's files are missing and ``download`` is off, or
+    if a label file fails torchvision's MD5 check."""
+    import torchvision.datasets.flowers102 as tv_flowers
+
     root = Path(root)
     missing = [f for f in FLOWERS_FILES
                if not ((root / f).is_dir() if f.endswith("/") else (root / f).is_file())]
     if missing and not download:
         raise missing_error("flowers102", root, missing,
                             torchvision_download_hint("flowers102", root))
+    url, md5s = _flowers_source()
+    failing = failing_md5s(root, md5s, tv_flowers.check_integrity)
+    if failing:
+        raise md5_error("flowers102", failing, "Flowers-102 (imagelabels.mat, setid.mat)",
+                        f"from {url}")
 
 
 def flowers_files(root: Path) -> list[Path]:
@@ -78,8 +103,11 @@ def load_flowers(root: Path, download: bool) -> DatasetSplits:
     """Train (= official train + val) and test splits; labels 0-based as torchvision gives."""
     from torchvision.datasets import Flowers102
 
+    url, _ = _flowers_source()
+
     def split(name: str) -> tuple[list[Path], list[int]]:
-        tv = Flowers102(str(root), split=name, download=download)
+        with download_failures("flowers102", root, url, made=[Path(root) / "flowers-102"]):
+            tv = Flowers102(str(root), split=name, download=download)
         # torchvision keeps the paths and labels in private lists (stable since 0.12); reading
         # them avoids decoding every image through its PIL loader
         return list(tv._image_files), list(tv._labels)

@@ -6,6 +6,11 @@ The shards are those of TensorFlow's ImageNet conversion script (``train-00000-o
 the glob patterns ``train_pattern`` / ``valid_pattern`` (``{root}`` is the data directory),
 so another layout works by passing patterns, e.g. ``{root}/train/data/*``.
 
+Before any work (:func:`check_imagenet`) every shard must be non-empty, and the first
+:data:`SCAN_RECORDS` records of the first and last shard of each split are parsed (without
+TensorFlow) for ``image/encoded`` and a label in ``1..num_classes``; while reading, a label
+outside that range is an error naming the convention (never "Target -1 is out of bounds").
+
 TensorFlow is imported lazily, inside the iteration (so in each DataLoader worker; the parent
 process never needs it), with few threads, no GPU and quiet logs. Counting the records of a
 split (``len``) parses the TFRecord framing directly and does not import TensorFlow.
@@ -47,6 +52,10 @@ _FEATURE_IMAGE = "image/encoded"
 _FEATURE_LABEL = "image/class/label"
 _HEADER = struct.Struct("<Q")  # record length; then uint32 crc, data, uint32 crc
 _COUNT_CACHE: dict[tuple[str, int, int], int] = {}
+SCAN_RECORDS = 32
+"""Records whose features and label the pre-flight check parses, per scanned shard."""
+LABEL_CONVENTION = ("image/class/label must be 1-based, 1..num_classes, as TensorFlow's "
+                    "ImageNet conversion writes it (this reader yields label - 1)")
 
 
 # -- finding and counting shards (no TensorFlow) ---------------------------------------------
@@ -91,6 +100,125 @@ def count_records(files: Sequence[str | os.PathLike]) -> int:
             _COUNT_CACHE[key] = _count_file(path)
         total += _COUNT_CACHE[key]
     return total
+
+
+# -- parsing records without TensorFlow (the pre-flight check) ----------------------------
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or malformed varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
+    """``(field number, wire type, value)`` of a serialized protocol buffer message."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > len(buf):
+                raise ValueError("a field runs past the end of the message")
+            value, pos = buf[pos:pos + size], pos + size
+        elif wire in (1, 5):
+            value, pos = buf[pos:pos + (8 if wire == 1 else 4)], pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"unknown wire type {wire}")
+        yield number, wire, value
+
+
+def example_features(record: bytes) -> dict[str, tuple[str, list[int]]]:
+    """The features of a serialized ``tf.train.Example``: ``{name: (kind, int64 values)}``
+    with kind ``bytes``, ``float`` or ``int64`` (values only for int64). ValueError when it
+    is not one."""
+    kinds = {1: "bytes", 2: "float", 3: "int64"}
+    out: dict[str, tuple[str, list[int]]] = {}
+    for number, wire, features in _fields(memoryview(record)):
+        if number != 1 or wire != 2:
+            continue
+        for entry_number, entry_wire, entry in _fields(features):
+            if entry_number != 1 or entry_wire != 2:
+                continue
+            name, kind, values = "", "", []
+            for n, w, v in _fields(entry):
+                if n == 1 and w == 2:
+                    name = bytes(v).decode("utf-8", "replace")
+                elif n == 2 and w == 2:
+                    for kind_number, kind_wire, data in _fields(v):
+                        kind = kinds.get(kind_number, "")
+                        if kind == "int64" and kind_wire == 2:
+                            for vn, vw, x in _fields(data):
+                                if vn == 1 and vw == 0:
+                                    values.append(x)
+                                elif vn == 1 and vw == 2:  # packed
+                                    pos = 0
+                                    while pos < len(x):
+                                        value, pos = _varint(x, pos)
+                                        values.append(value)
+            out[name] = (kind, [v - (1 << 64) if v >= 1 << 63 else v for v in values])
+    return out
+
+
+def first_records(path: Path, count: int) -> list[bytes]:
+    """The first ``count`` records of the TFRecord file ``path`` (framing only)."""
+    size = path.stat().st_size
+    records = []
+    with open(path, "rb") as f:
+        while len(records) < count and f.tell() < size:
+            header = f.read(_HEADER.size + 4)
+            length = _HEADER.unpack(header[:_HEADER.size])[0] if len(header) == 12 else -1
+            if length < 0 or f.tell() + length + 4 > size:
+                raise ValueError(f"{path}: not a complete (uncompressed) TFRecord file: "
+                                 f"record {len(records)} runs past the end of the file")
+            records.append(f.read(length))
+            f.seek(4, os.SEEK_CUR)
+    return records
+
+
+def check_records(path: Path, num_classes: int, count: int | None = None) -> None:
+    """ValueError naming ``path`` unless its first ``count`` (:data:`SCAN_RECORDS`) records
+    are ``tf.train.Example`` s with ``image/encoded`` bytes and one ``image/class/label``
+    in ``1..num_classes``."""
+    path = Path(path).resolve()
+    for i, record in enumerate(first_records(path, SCAN_RECORDS if count is None else count)):
+        try:
+            features = example_features(record)
+        except ValueError as exc:
+            raise ValueError(f"imagenet shard {path}: record {i} is not a tf.train.Example "
+                             f"({exc}); expected the shards of TensorFlow's ImageNet "
+                             "conversion") from None
+        label = features.get(_FEATURE_LABEL, ("", []))
+        if features.get(_FEATURE_IMAGE, ("",))[0] != "bytes" or label[0] != "int64" \
+                or len(label[1]) != 1:
+            held = ", ".join(f"{k} ({v[0] or '?'})" for k, v in sorted(features.items()))
+            raise ValueError(f"imagenet shard {path}: record {i} lacks the features of "
+                             f"TensorFlow's ImageNet conversion, {_FEATURE_IMAGE} (bytes) and "
+                             f"{_FEATURE_LABEL} (one int64): it holds {held or 'none'}; write "
+                             f"the shards with them ({LABEL_CONVENTION})")
+        value = label[1][0]
+        if not 1 <= value <= num_classes:
+            raise ValueError(f"imagenet shard {path}: record {i} has {_FEATURE_LABEL} {value}, "
+                             f"outside 1..{num_classes}: {label_fix(value, num_classes)}")
+
+
+def label_fix(value: int, num_classes: int) -> str:
+    """What a label outside ``1..num_classes`` means and how to fix it."""
+    if value < 1:
+        return (f"{LABEL_CONVENTION}; shards written with 0-based labels must be written "
+                "again with label + 1")
+    return (f"{LABEL_CONVENTION}; give the shards' number of classes as num_classes "
+            f"(--set data.options.num_classes=N, now {num_classes}), or write them again "
+            f"with labels 1..{num_classes}")
 
 
 # -- TensorFlow, lazily ---------------------------------------------------------------------
@@ -162,12 +290,15 @@ class TFRecordImages(IterableDataset):
     are seeded by ``(seed, epoch)``: the same pair gives the same order, each epoch another.
     The buffer holds serialized records (about 110 kB each for ImageNet) in every process.
     Call :meth:`set_epoch` before creating the epoch's iterator (with ``persistent_workers``
-    the workers keep the epoch they started with)."""
+    the workers keep the epoch they started with).
+
+    ``num_classes``: a record whose ``image/class/label`` is outside ``1..num_classes`` is a
+    ValueError saying so (the 1-based convention) when it is read; None: not checked."""
 
     def __init__(self, files: Sequence[str | os.PathLike], *, num_records: int | None = None,
                  shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 10_000,
                  rank: int | None = None, world_size: int | None = None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, num_classes: int | None = None) -> None:
         if not files:
             raise ValueError("TFRecordImages needs at least one file")
         if (rank is None) != (world_size is None):
@@ -182,6 +313,7 @@ class TFRecordImages(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.threads = threads
+        self.num_classes = num_classes
         self.epoch = 0
         self._parent_rank_world: tuple[int, int] | None = None
 
@@ -256,6 +388,13 @@ class TFRecordImages(IterableDataset):
         options.deterministic = True
         dataset = self._records(tf).map(decode).prefetch(1).with_options(options)
         for image, label in dataset.as_numpy_iterator():
+            if self.num_classes is not None and not 0 <= label < self.num_classes:
+                first = Path(self.files[0]).resolve()
+                where = (first if len(self.files) == 1
+                         else f"one of the {len(self.files)} shards {first}, ...")
+                raise ValueError(f"imagenet: a record of {where} has {_FEATURE_LABEL} "
+                                 f"{label + 1}, outside 1..{self.num_classes}: "
+                                 f"{label_fix(int(label) + 1, self.num_classes)}")
             # TensorFlow's arrays are read-only: the transposing copy makes a writable one
             yield torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C")), int(label)
 
@@ -325,12 +464,31 @@ def _how_to_get(download: bool) -> str:
 
 
 def check_imagenet(root: Path, download: bool = False, train_pattern: str = TRAIN_PATTERN,
-                   valid_pattern: str = VALID_PATTERN, **_options: Any) -> None:
-    """Raise :class:`~equivlib.data.base.DatasetMissingError` if a pattern matches no file."""
+                   valid_pattern: str = VALID_PATTERN, num_classes: int = 1000,
+                   **_options: Any) -> None:
+    """Raise :class:`~equivlib.data.base.DatasetMissingError` if a pattern matches no file;
+    ValueError naming the shards if some are empty (0 bytes), or if the first
+    :data:`SCAN_RECORDS` records of the first or last shard of a split are not ImageNet
+    examples with a label in ``1..num_classes``."""
     missing = [f"{expand_pattern(p, root)} (pattern {p!r})"
                for p in (train_pattern, valid_pattern) if not find_shards(p, root)]
     if missing:
         raise missing_error("ImageNet", root, missing, _how_to_get(download))
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"imagenet num_classes must be a positive int, got {num_classes!r}")
+    for pattern in (train_pattern, valid_pattern):
+        shards = find_shards(pattern, root)
+        empty = [p for p in shards if p.stat().st_size == 0]
+        if empty:
+            names = ", ".join(str(p.resolve()) for p in empty[:5])
+            more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            matching = expand_pattern(pattern, Path(root).resolve())
+            raise ValueError(f"imagenet: empty (0-byte) TFRecord shard(s) {names}{more} "
+                             f"({len(empty)} of the {len(shards)} matching {matching!r}): an "
+                             "unfinished conversion or copy; write or copy them again, or move "
+                             "them out of the pattern's way")
+        for shard in dict.fromkeys((shards[0], shards[-1])):
+            check_records(shard, num_classes)
 
 
 def imagenet_files(root: Path, train_pattern: str = TRAIN_PATTERN,
@@ -353,12 +511,13 @@ def load_imagenet(root: Path, download: bool = False, train_pattern: str = TRAIN
     ``valid_records`` skip counting the records (1,281,167 / 50,000 for ILSVRC-2012);
     ``num_classes`` below 1000 serves a small stand-in written by
     :func:`write_tfrecord_shards`."""
-    check_imagenet(root, download, train_pattern, valid_pattern)
+    check_imagenet(root, download, train_pattern, valid_pattern, num_classes)
     train_files = find_shards(train_pattern, root)
     valid_files = find_shards(valid_pattern, root)
     train = TFRecordImages(train_files, num_records=train_records, shuffle=True, seed=seed,
-                           shuffle_buffer=shuffle_buffer)
-    test = TFRecordImages(valid_files, num_records=valid_records, shuffle=False)
+                           shuffle_buffer=shuffle_buffer, num_classes=num_classes)
+    test = TFRecordImages(valid_files, num_records=valid_records, shuffle=False,
+                          num_classes=num_classes)
     info = DatasetInfo("imagenet", num_classes=num_classes, channels=3, mean=IMAGENET_MEAN,
                        std=IMAGENET_STD, native_size=None)
     return DatasetSplits(train=train, valid=None, test=test, info=info,

@@ -4,10 +4,16 @@ train / valid / test sets (the RotMNIST protocol of DESIGN §7).
 
 Images are grey ``uint8`` 28×28 fed as 3 equal channels (the paper's RotMNIST CNN has 3
 input channels); the normalisation is the train split's own mean and std.
+
+torchvision's files are checked before any work (:func:`check_idx_files`): a file that is not
+an MNIST idx file (magic number, shape, size, labels 0-9) is refused with its name, not
+torchvision's bare ``AssertionError``; a failed ``download`` names the URLs it tried.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,7 @@ from equivlib.data.base import (
     ArrayDataset,
     DatasetInfo,
     DatasetSplits,
+    download_failures,
     missing_error,
     resolve_data_dir,
     torchvision_download_hint,
@@ -32,6 +39,68 @@ def _mnist_raw_files(root: Path) -> list[Path]:
     raw = root / "MNIST" / "raw"
     return [raw / f"{s}-{k}-idx{d}-ubyte" for s in ("train", "t10k")
             for k, d in (("images", 3), ("labels", 1))]
+
+
+IDX_KINDS = {"images": (0x803, "unsigned bytes, 3 dimensions", (28, 28)),
+             "labels": (0x801, "unsigned bytes, 1 dimension", ())}
+"""Per kind of idx file: its magic number, what that means, the shape after the count."""
+
+
+def _not_idx(path: Path, problem: str) -> ValueError:
+    return ValueError(
+        f"mnist file {path.resolve()} is not an MNIST idx file: {problem}; replace it with "
+        f"torchvision's file (the original {path.name}.gz gunzipped, or delete the MNIST folder "
+        f"and rerun with --download)")
+
+
+def _read_idx_header(path: Path, kind: str) -> int:
+    """The item count of the idx file ``path`` of ``kind`` ('images' or 'labels'), after
+    checking its magic number, shape and size; ValueError naming the file otherwise."""
+    magic_wanted, meaning, shape = IDX_KINDS[kind]
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * (1 + len(shape)))
+    if len(head) < 4:
+        raise _not_idx(path, f"it has {size} bytes, too few for a header")
+    (magic,) = struct.unpack(">I", head[:4])
+    if magic != magic_wanted:
+        hint = (" (a gzip file: gunzip it)" if head[:2] == b"\x1f\x8b" else "")
+        raise _not_idx(path, f"magic number 0x{magic:08x}{hint}, expected 0x{magic_wanted:08x} "
+                             f"({meaning})")
+    if len(head) < 4 + 4 * (1 + len(shape)):
+        raise _not_idx(path, f"it has {size} bytes, too few for a header")
+    dims = struct.unpack(f">{1 + len(shape)}I", head[4:])
+    want = "(N, " + ", ".join(map(str, shape)) + ")" if shape else "(N,)"
+    if dims[1:] != shape:
+        raise _not_idx(path, f"shape {dims}, expected {want}")
+    expected = len(head) + math.prod(dims)
+    if size != expected:
+        raise _not_idx(path, f"{size} bytes where its header {dims} needs {expected}")
+    return dims[0]
+
+
+def check_idx_files(root: Path) -> None:
+    """ValueError naming the first of torchvision's MNIST files under ``root`` that is not an
+    MNIST idx file (magic number, shape, size, labels 0-9), or a split whose images and
+    labels differ in count; missing files are not checked here."""
+    raw = Path(root) / "MNIST" / "raw"
+    for split in ("train", "t10k"):
+        images, labels = (raw / f"{split}-{k}-idx{d}-ubyte" for k, d in (("images", 3),
+                                                                         ("labels", 1)))
+        counts = {}
+        for path, kind in ((images, "images"), (labels, "labels")):
+            if path.is_file():
+                counts[kind] = _read_idx_header(path, kind)
+        if labels.is_file():
+            values = np.fromfile(labels, np.uint8, offset=8)
+            if values.size and values.max() > 9:
+                first = int(np.flatnonzero(values > 9)[0])
+                raise _not_idx(labels, f"label {values[first]} at index {first}, expected "
+                                       "digits 0-9")
+        if len(counts) == 2 and counts["images"] != counts["labels"]:
+            raise ValueError(f"mnist files {images.resolve()} and {labels.resolve()} do not "
+                             f"belong together: {counts['images']} images but "
+                             f"{counts['labels']} labels; replace them with torchvision's files")
 
 
 POOL_SIZES = {"embedded": (5000, None), "torchvision": (60000, 10000)}
@@ -72,6 +141,8 @@ def check_mnist(root: Path, download: bool = False, source: str = "embedded",
         if missing:
             raise missing_error("MNIST", Path(root), missing,
                                 torchvision_download_hint("mnist", Path(root)))
+    if source == "torchvision":
+        check_idx_files(Path(root))
 
 
 def load_raw(source: str = "embedded", data_dir: str | Path | None = None,
@@ -90,7 +161,10 @@ def load_raw(source: str = "embedded", data_dir: str | Path | None = None,
     root = resolve_data_dir(data_dir)
     check_mnist(root, download, source)
     from torchvision.datasets import MNIST
-    train, test = (MNIST(str(root), train=t, download=download) for t in (True, False))
+    with download_failures("mnist", root, MNIST.mirrors[0],
+                           made=[root / "MNIST" / "raw", root / "MNIST"],
+                           flags="--source torchvision"):
+        train, test = (MNIST(str(root), train=t, download=download) for t in (True, False))
     return ((train.data.numpy().astype(np.uint8), train.targets.numpy().astype(np.int64)),
             (test.data.numpy().astype(np.uint8), test.targets.numpy().astype(np.int64)))
 

@@ -25,6 +25,7 @@ from equivlib.data.base import (
     IMAGENET_STD,
     DatasetInfo,
     DatasetSplits,
+    download_failures,
     missing_error,
     torchvision_download_hint,
 )
@@ -200,8 +201,10 @@ def load_pcam(root: Path, download: bool, limit: int | None = None) -> DatasetSp
     if download:
         from torchvision.datasets import PCAM
 
-        for split in ("train", "val", "test"):
-            PCAM(str(root), split=split, download=True)
+        with download_failures("pcam", root, "https://drive.google.com (torchvision's PCam "
+                               "files)", made=[root / PCAM_DIR]):  # gdown fetches them
+            for split in ("train", "val", "test"):
+                PCAM(str(root), split=split, download=True)
     train, valid, test = (PCamDataset(*(root / f for f in pcam_files(s)), limit=limit)
                           for s in PCAM_SPLITS)
     info = DatasetInfo("pcam", 2, 3, IMAGENET_MEAN, IMAGENET_STD, native_size=96)

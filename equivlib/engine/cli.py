@@ -515,7 +515,8 @@ def train_command(a: argparse.Namespace) -> int:
         metrics = run(config, checkpoint_dir=a.checkpoint_dir, results_dir=a.results_dir,
                       data_dir=a.data_dir, download=a.download, device=device,
                       workers=a.workers, amp=a.amp, channels_last=a.channels_last, ctx=ctx)
-    except (NonFiniteLoss, ForeignCheckpoint) as exc:
+    except (NonFiniteLoss, ForeignCheckpoint, DatasetMissingError) as exc:
+        # DatasetMissingError here: --download could not fetch the data (no network access)
         raise CliError(str(exc)) from None
     finally:
         shutdown_distributed()

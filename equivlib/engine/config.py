@@ -96,9 +96,9 @@ class TrainConfig:
 @dataclass
 class TestConfig:
     """What the test reports: accuracy at each rotation ``angles`` (multiples of 90°
-    exact), also on the mirrored test set (``flips``), top-k for each ``topk``, and the
-    equivariance error of the trained model at the modules ``error_layers`` (on
-    ``error_images`` test images)."""
+    exact), also on the mirrored test set (``flips``), top-k for each ``topk`` (a k at least
+    the number of classes is 100 % by definition: the run warns), and the equivariance error
+    of the trained model at the modules ``error_layers`` (on ``error_images`` test images)."""
 
     angles: list[float] = field(default_factory=lambda: [float(a) for a in range(0, 360, 10)])
     flips: bool = False

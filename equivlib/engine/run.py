@@ -158,6 +158,15 @@ def _resume_state(path: Path, dev: torch.device, key: str,
         return None
 
 
+def trivial_topk(topk: list[int], num_classes: int, dataset: str) -> list[str]:
+    """One sentence per ``k`` of ``topk`` (k > 1) at least ``num_classes``: its top-k accuracy
+    is 100 % whatever the model predicts (every class is among the top k)."""
+    return [f"test.topk {k} >= the {num_classes} classes of {dataset}: top-{k} accuracy is "
+            f"100 % whatever the model predicts (every class is among the top {k}), so the "
+            f"stored test_top{k} says nothing; test with more than {k} classes, or drop {k} "
+            "from test.topk" for k in topk if 1 < k and num_classes <= k]
+
+
 class RunDatasets:
     """The transformed train / valid / test datasets of a config."""
 
@@ -198,6 +207,8 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     ``amp`` (CUDA: bf16 where supported, else fp16 with a grad scaler) and
     ``channels_last`` change how, not what, is computed and are not part of the config.
     ``stop_after_epoch=k`` raises :class:`StopTraining` after epoch k's checkpoint.
+    A top-k of ``test.topk`` with k >= the number of classes (top-5 of a 4-class stand-in)
+    is 100 % by definition: a RuntimeWarning says so before training (:func:`trivial_topk`).
     Returns the metrics: test accuracy per angle (``test_acc``, of the selected model),
     ``seen``/``unseen`` and per quarter turn when the angles include them, top-k, mirrored
     accuracies and equivariance errors as the test config asks, the best valid accuracy
@@ -246,6 +257,9 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
                          f"{config.data.dataset} has none here: use select 'last'")
     sets = RunDatasets(config, data)
     info = sets.info
+    if ctx.is_main:
+        for what in trivial_topk(config.test.topk, info.num_classes, info.name):
+            warnings.warn(f"run {key}: {what}", RuntimeWarning, stacklevel=2)
     t, seed = config.train, config.train.seed
 
     seed_everything(seed)

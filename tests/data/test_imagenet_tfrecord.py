@@ -186,8 +186,9 @@ def test_load_splits_and_authors_layout(data: dict) -> None:
         == (1000, 3, IMAGENET_MEAN, None)
     patterns = {"train_pattern": "{root}/train/data/*", "valid_pattern": "{root}/val/data/*"}
     check_imagenet(data["alt"], False, **patterns)
-    alt = load_imagenet(data["alt"], False, num_classes=10, train_records=N, **patterns)
-    assert len(alt.train) == N and len(alt.test) == 5 and alt.info.num_classes == 10
+    # the alternative layout's training labels are N..2N-1: 2N classes
+    alt = load_imagenet(data["alt"], False, num_classes=2 * N, train_records=N, **patterns)
+    assert len(alt.train) == N and len(alt.test) == 5 and alt.info.num_classes == 2 * N
     assert sorted(label for _, label in alt.train) == list(range(N, 2 * N))
     assert find_shards("{root}/train/*", data["alt"]) == []  # directories are not shards
 
@@ -217,6 +218,6 @@ def test_through_the_registry(data: dict, tmp_path: Path) -> None:
     with pytest.raises(DatasetMissingError, match="download=True was given"):
         get_dataset("imagenet", data_dir=nothing, download=True)
     assert dataset_source("imagenet").protocol == "imagenet"
-    splits = get_dataset("imagenet", data_dir=data["alt"], num_classes=10,
+    splits = get_dataset("imagenet", data_dir=data["alt"], num_classes=2 * N,
                          train_pattern="{root}/train/data/*", valid_pattern="{root}/val/data/*")
     assert len(splits.train) == N and splits.valid is None and len(splits.test) == 5
