@@ -17,7 +17,8 @@
     commit     git commit of the repository holding the package, or "unknown" (no git, an
                installed wheel, a timeout)
     dirty      whether that work tree differs from the commit (tracked changes or untracked,
-               not ignored, files); None when the commit is unknown
+               not ignored, files; figures/, which a rebuild itself rewrites, not counted);
+               None when the commit is unknown
 
 The git and lock part is computed once per process (git runs with a short timeout). Only
 :data:`RESULT_FIELDS` can change a result; :func:`differences` names those that differ.
@@ -40,6 +41,7 @@ GIT_TIMEOUT_SECONDS = 3.0
 RESULT_FIELDS = ("commit", "cpu", "gpu", "torch", "cuda", "lock")
 """The fields that can change a result (the commit compares with its dirty flag)."""
 UNKNOWN = "unknown"
+OUTPUTS_DIR = "figures"  # what ./run_all.sh rebuilds; not counted as a dirty tree
 
 
 def repo_root() -> Path:
@@ -94,7 +96,9 @@ def git_state(root: str | os.PathLike | None = None) -> tuple[str, bool | None]:
     if top is None or Path(top.strip()).resolve() != root:
         return UNKNOWN, None
     commit = _git(root, "rev-parse", "--verify", "HEAD")
-    status = _git(root, "status", "--porcelain", "--untracked-files=normal")
+    # figures/ holds what a rebuild writes: its own outputs do not make the code dirty
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--",
+                  ".", f":(exclude){OUTPUTS_DIR}")
     if commit is None or status is None:
         return UNKNOWN, None
     return commit.strip(), bool(status.strip())

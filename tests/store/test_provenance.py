@@ -102,6 +102,9 @@ def test_git_state_of_a_repository(repo):
     (repo / "ignored").mkdir()
     (repo / "ignored" / "x").write_text("x")  # ignored: still clean
     assert provenance.git_state(repo) == (head, False)
+    (repo / "figures").mkdir()
+    (repo / "figures" / "01.csv").write_text("x")  # what a rebuild writes: still clean
+    assert provenance.git_state(repo) == (head, False)
     (repo / "new.txt").write_text("n")  # untracked, not ignored: dirty
     assert provenance.git_state(repo) == (head, True)
     (repo / "new.txt").unlink()
