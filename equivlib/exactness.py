@@ -9,18 +9,23 @@ with it exactly iff the sample centres are symmetric about ``(n-1)/2``, i.e.
 
 Stride-1 layers always satisfy it. The condition must hold for every subsampling layer
 at its *own* input size, so a network is exact only for the sizes that survive every stage.
+
+:func:`trace` checks any ``nn.Module``: every op between the convolutions is judged by its
+own rule (shifted windows, patch merges, masks, pads in either memory layout, interpolation,
+strided slicing, ...; see :mod:`equivlib.tracer_rules`), and what it cannot prove symmetric
+is "unknown", never "exact".
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from equivlib.layers import GroupConv2d
 
@@ -83,6 +88,21 @@ def stage_sizes(n: int, stages: Sequence[Stage]) -> list[int]:
     return sizes
 
 
+def shifted_windows_symmetric(n: int, window: int, shift: int) -> bool:
+    """Are the windows of size ``window`` that tile an axis of size ``n`` after a cyclic
+    shift by ``shift`` (``torch.roll(x, -shift)`` then a partition, as in Swin) mirror-symmetric
+    about the centre? The window boundaries sit at ``(k*window + shift) mod n``; the mirror
+    ``x -> n-1-x`` maps the boundary between pixels ``b-1`` and ``b`` to ``n - b``, so the
+    family is symmetric iff ``{(k*w + s) mod n} == {(-k*w - s) mod n}``, i.e. (as ``w | n``)
+    iff ``2*shift ≡ 0 (mod window)``. An attention mask that separates the pieces of the
+    wrapped window adds the boundary at 0 (the image border), which is its own mirror image,
+    so the condition is the same with and without the mask."""
+    if window < 1 or n % window:
+        raise ValueError(f"windows of {window} do not tile an axis of {n}")
+    cuts = {(k * window + shift) % n for k in range(n // window)}
+    return cuts == {(n - c) % n for c in cuts}
+
+
 # ---------------------------------------------------------------------------------------
 # Tracing any nn.Module: which subsampling layers does an input size make exact?
 # ---------------------------------------------------------------------------------------
@@ -135,6 +155,10 @@ class TraceRow:
     dilation: Pair | None = None
     exact: bool | None = None  # None: cannot be judged (never counted as exact)
     note: str = ""
+    # the grid is symmetric but invariance also needs symmetric weights that are not kernels:
+    # a positional embedding, a flattening head (reported, never counted as inexact)
+    grid_only: bool = False
+    show: bool = False  # listed in the report although exact and not subsampling (windows)
 
     @property
     def subsampling(self) -> bool:
@@ -180,11 +204,25 @@ class TraceReport:
         return None if None in verdicts else True
 
     @property
+    def grid_only(self) -> list[TraceRow]:
+        """Rows where the grid is symmetric but invariance needs symmetric weights that the
+        architecture does not impose (positional embeddings, flattening heads)."""
+        return [row for row in self.rows if row.grid_only]
+
+    @property
     def verdict(self) -> str:
+        """EXACT, NOT EXACT or UNKNOWN (from :attr:`exact`); ``EXACT (GRID ONLY)`` when the
+        grids are symmetric but a positional embedding or flattening head needs symmetric
+        weights for invariance (``exact`` stays True: the grids are what it judges)."""
+        if self.exact is True and self.grid_only:
+            return "EXACT (GRID ONLY)"
         return {True: "EXACT", False: "NOT EXACT", None: "UNKNOWN"}[self.exact]
 
     def breaking(self) -> list[TraceRow]:
         return [row for row in self.rows if row.exact is False]
+
+    def unjudged(self) -> list[TraceRow]:
+        return [row for row in self.rows if row.exact is None]
 
     def as_dicts(self) -> list[dict]:
         return [row.as_dict() for row in self.rows]
@@ -193,7 +231,8 @@ class TraceReport:
         h, w = self.input_size
         lines = [f"{self.model_name} at input {h}x{w}: {self.verdict}"]
         if not self.rows:
-            lines.append("  no subsampling layers (stride 1 everywhere): exact at every size")
+            lines.append("  no subsampling layer and no other op that moves, mixes or weights "
+                         "positions asymmetrically at this size")
             return "\n".join(lines)
         table = self.as_dicts()
         cols = ["module", "type", "op", "input", "kernel", "stride", "padding", "exact", "note"]
@@ -202,120 +241,6 @@ class TraceReport:
         for r in table:
             lines.append("  " + "  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
         return "\n".join(lines)
-
-
-def _bind(args: tuple, kwargs: dict, names: list[str], defaults: dict) -> dict:
-    bound = dict(defaults)
-    bound.update(zip(names, args, strict=False))
-    bound.update({k: v for k, v in kwargs.items() if k in names})
-    return bound
-
-
-class _Recorder(TorchFunctionMode):
-    """Intercepts spatial torch functions and records one TraceRow per call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[tuple[str, str]] = []
-        self.rows: list[TraceRow] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        handler = _HANDLERS.get(getattr(func, "__name__", ""))
-        first = args[0] if args else None
-        if handler is not None and isinstance(first, torch.Tensor) and first.dim() >= 3:
-            module, module_type = self.stack[-1] if self.stack else ("", "")
-            row = handler(func.__name__, args, kwargs, tuple(args[0].shape[-2:]))
-            if row is not None:
-                self.rows.append(
-                    TraceRow(module=module, module_type=module_type, **row)
-                )
-        return func(*args, **kwargs)
-
-
-def _conv_row(op, args, kwargs, size):
-    b = _bind(args, kwargs, ["input", "weight", "bias", "stride", "padding", "dilation", "groups"],
-              {"stride": 1, "padding": 0, "dilation": 1})
-    k, s, d = _pair(tuple(b["weight"].shape[-2:])), _pair(b["stride"]), _pair(b["dilation"])
-    padding = b["padding"]
-    if isinstance(padding, str):
-        return _string_padding_row(op, size, k, s, d, padding)
-    p = _pair(padding)
-    return dict(op=op, input_size=size, kernel=k, stride=s, padding=p, dilation=d,
-                exact=all(is_exact(size[i], k[i], s[i], p[i], d[i]) for i in range(2)))
-
-
-def _string_padding_row(op, size, k, s, d, padding):
-    if padding == "valid":
-        return dict(op=op, input_size=size, kernel=k, stride=s, padding=(0, 0), dilation=d,
-                    exact=all(is_exact(size[i], k[i], s[i], 0, d[i]) for i in range(2)))
-    totals = [d[i] * (k[i] - 1) for i in range(2)]  # 'same' (stride 1 only in PyTorch)
-    symmetric = all(t % 2 == 0 for t in totals)
-    note = "" if symmetric else "padding='same' with an even effective kernel pads one side more"
-    return dict(op=op, input_size=size, kernel=k, stride=s, padding="same", dilation=d,
-                exact=symmetric, note=note)
-
-
-def _pool_row(op, args, kwargs, size):
-    names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"]
-    defaults = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
-    if op == "avg_pool2d":
-        names = ["input", "kernel_size", "stride", "padding", "ceil_mode"]
-    b = _bind(args, kwargs, names, defaults)
-    k = _pair(b["kernel_size"])
-    s = _pair(b["stride"]) if b["stride"] not in (None, (), []) else k
-    p, d, ceil = _pair(b["padding"]), _pair(b["dilation"]), bool(b["ceil_mode"])
-    exact = all(
-        _windows_symmetric(_pool_windows(size[i], k[i], s[i], p[i], d[i], ceil), size[i])
-        for i in range(2)
-    )
-    return dict(op=op.replace("_with_indices", ""), input_size=size, kernel=k, stride=s,
-                padding=p, dilation=d, exact=exact, note="ceil_mode" if ceil else "")
-
-
-def _adaptive_row(op, args, kwargs, size):
-    b = _bind(args, kwargs, ["input", "output_size"], {})
-    out = b["output_size"]
-    out = (out, out) if not isinstance(out, (tuple, list)) else tuple(out)
-    out = tuple(size[i] if out[i] is None else int(out[i]) for i in range(2))
-    if out == size:
-        return None
-    exact = all(_windows_symmetric(_adaptive_windows(size[i], out[i]), size[i]) for i in range(2))
-    stride = tuple(max(1, size[i] // out[i]) for i in range(2))
-    return dict(op=op.replace("_with_indices", ""), input_size=size, kernel=None,
-                stride=stride, padding=None, exact=exact, note=f"output {out[0]}x{out[1]}")
-
-
-def _pad_row(op, args, kwargs, size):
-    b = _bind(args, kwargs, ["input", "pad", "mode", "value"], {"mode": "constant"})
-    pad = list(b["pad"]) + [0] * (4 - len(b["pad"]))
-    left, right, top, bottom = pad[:4]
-    if left == right and top == bottom:
-        return None  # symmetric padding keeps the grid symmetric; the next layer sees n + 2p
-    return dict(op=op, input_size=size, padding=f"l{left} r{right} t{top} b{bottom}",
-                exact=False, note="asymmetric padding shifts the grid centre")
-
-
-def _unjudged_row(op, args, kwargs, size):
-    return dict(op=op, input_size=size, exact=None, note="resampling op not judged")
-
-
-_HANDLERS = {
-    "conv2d": _conv_row,
-    "max_pool2d": _pool_row,
-    "max_pool2d_with_indices": _pool_row,
-    "avg_pool2d": _pool_row,
-    "adaptive_avg_pool2d": _adaptive_row,
-    "adaptive_max_pool2d": _adaptive_row,
-    "adaptive_max_pool2d_with_indices": _adaptive_row,
-    "pad": _pad_row,
-    "interpolate": _unjudged_row,
-    "grid_sample": _unjudged_row,
-    "pixel_unshuffle": _unjudged_row,
-    "fractional_max_pool2d": _unjudged_row,
-    "lp_pool2d": _unjudged_row,
-    "conv_transpose2d": _unjudged_row,
-}
 
 
 def infer_input_shape(model: nn.Module, input_size: Pair, in_channels: int | None) -> tuple:
@@ -333,12 +258,25 @@ def infer_input_shape(model: nn.Module, input_size: Pair, in_channels: int | Non
     return (1, in_channels, *input_size)
 
 
-def _record(model: nn.Module, shape: tuple, device: torch.device) -> _Recorder:
-    """One forward pass on zeros with every spatial op recorded; mode and hooks restored."""
+def _record(model: nn.Module, shape: tuple, device: torch.device,
+            source: nn.Module | None = None):
+    """One forward pass on zeros with every op recorded (see :mod:`equivlib.tracer_rules`);
+    mode and hooks restored. ``source``: the model ``model`` is a meta-device copy of, whose
+    buffers' values (e.g. a precomputed attention mask) the rules may need."""
+    from equivlib.tracer_rules import Recorder  # it builds on the arithmetic above
+
     param = next(model.parameters(), None)
     x = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32,
                     device=device)
-    recorder = _Recorder()
+    recorder = Recorder(tuple(shape[-2:]))
+    recorder.track_input(x)
+    if source is not None:
+        values = dict(source.named_buffers())
+        for name, buffer in model.named_buffers():
+            value = values.get(name)
+            if value is not None and value.device.type != "meta" and \
+                    value.numel() <= 4_000_000 and buffer.shape == value.shape:
+                recorder.know(buffer, value.detach().cpu())
 
     def enter(qualified: str):
         def hook(module: nn.Module, args) -> None:
@@ -354,10 +292,15 @@ def _record(model: nn.Module, shape: tuple, device: torch.device) -> _Recorder:
         handles.append(module.register_forward_hook(leave, always_call=True))
     was_training = model.training
     model.eval()
+    # the recorder's bookkeeping is many small CPU tensor ops: one thread is fastest (and
+    # immune to busy cores); the previous setting is restored
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         with torch.no_grad(), recorder:
             model(x)
     finally:
+        torch.set_num_threads(threads)
         model.train(was_training)
         for handle in handles:
             handle.remove()
@@ -385,15 +328,22 @@ def trace(
 ) -> TraceReport:
     """Run one forward pass of ``model`` on zeros of the given spatial size and report every
     subsampling layer (any stride > 1 conv / pooling, from equivlib layers, torch.nn
-    modules or functional calls), plus asymmetric padding and resampling ops it cannot
-    judge, each checked at its own input size. Mode and weights are left unchanged."""
+    modules or functional calls), each checked at its own input size, plus every other op
+    that moves, mixes or weights positions and is not symmetric or cannot be judged:
+    asymmetric padding (either memory layout), shifted windows (``torch.roll`` + window
+    partition), patch merges, masks, interpolation, ... (:mod:`equivlib.tracer_rules`).
+    An op it cannot judge is a row with ``exact=None`` ("<op> at <layer> not judged"): the
+    report is then never exact. Windows and merges are listed even where symmetric;
+    positional embeddings and flattening heads are ``grid_only`` rows (the verdict reads
+    ``EXACT (GRID ONLY)``). Mode and weights are left unchanged."""
     size = _pair(input_size)
     if min(size) < 1:
         raise ValueError(f"input_size must be positive, got {input_size!r}")
     shape = infer_input_shape(model, size, in_channels)
     try:  # shapes are all the trace needs: a copy on the meta device computes no values
         meta = model if _on_meta(model) else copy.deepcopy(model).to("meta")
-        recorder = _record(meta, shape, torch.device("meta"))
+        recorder = _record(meta, shape, torch.device("meta"),
+                           source=None if meta is model else model)
     except Exception:  # data-dependent code cannot run on meta: run the real model on zeros
         if _on_meta(model):
             raise ValueError(f"{type(model).__name__} cannot run on the meta device") from None
@@ -405,7 +355,8 @@ def trace(
             raise ValueError(
                 f"{type(model).__name__} cannot run on input of shape {tuple(shape)}: {exc}"
             ) from exc
-    rows = [r for r in recorder.rows if r.subsampling or r.exact is not True]
+    rows = [TraceRow(**r) for r in recorder.rows]
+    rows = [r for r in rows if r.subsampling or r.exact is not True or r.show]
     return TraceReport(name or type(model).__name__, size, rows)
 
 
@@ -425,6 +376,12 @@ def nearest_exact_size(
     None when there is none in range (e.g. a layer with asymmetric padding)."""
     if direction not in ("nearest", "up", "down"):
         raise ValueError(f"direction must be 'nearest', 'up' or 'down', got {direction!r}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be a positive integer (an input size), got {n!r}")
+    if isinstance(max_distance, bool) or not isinstance(max_distance, numbers.Integral) \
+            or max_distance < 0:
+        raise ValueError(f"max_distance must be an integer >= 0, got {max_distance!r}")
+    n, max_distance = int(n), int(max_distance)
     probe = _search_model(model, n, in_channels)
     for distance in range(max_distance + 1):
         candidates = []

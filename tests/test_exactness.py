@@ -92,3 +92,12 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
 def test_kernel_larger_than_input_has_no_output():
     with pytest.raises(ValueError, match="smaller than the effective kernel"):
         output_size(2, 5, 1, 0)
+
+
+@pytest.mark.parametrize("n", [0, -5, 28.0, True])
+def test_nearest_exact_size_refuses_what_trace_refuses(n):
+    from equivlib.exactness import nearest_exact_size
+    from equivlib.models import get_model
+
+    with pytest.raises(ValueError, match=r"^n must be a positive integer \(an input size\), got "):
+        nearest_exact_size(get_model("p4_mnist_cnn", channels=2), n)

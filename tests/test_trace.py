@@ -151,10 +151,13 @@ def test_string_padding_same(kernel, exact):
 
 
 def test_unjudged_resampling_is_unknown_never_exact():
-    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Upsample(scale_factor=2))
+    """A resampling op without a rule (random fractional pooling) is never exact.
+    Interpolation is judged (tests/test_trace_ops.py)."""
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.FractionalMaxPool2d(2, (5, 5)))
     report = trace(model, 16)
     assert report.exact is None and report.verdict == "UNKNOWN"
-    assert report.rows[0].op == "interpolate"
+    assert report.rows[0].op == "fractional_max_pool2d"
+    assert report.rows[0].note == "fractional_max_pool2d at 1 not judged"
     assert exact_input_sizes(model, range(8, 12)) == []
 
 
