@@ -711,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     stops = (signal.SIGTERM, signal.SIGHUP)  # kill PID, a closed terminal
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in stops}
+    # Ctrl-C even where the shell that started us ignores SIGINT (a non-interactive shell's
+    # background job inherits SIG_IGN): the driver must still end every process of the run
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         failed = rebuild(jobs, args.profile, root, figures, outcomes)
     except (KeyboardInterrupt, Interrupted) as exc:
