@@ -244,8 +244,10 @@ def zoo(args: argparse.Namespace) -> int:
     for row in models.itertuples():
         if not row.built:
             print(f"{row.model}: {row.note}")
-    print("\nE exact, . not exact, ? unknown (an op the tracer cannot judge), - n/a (the "
-          "model refuses the size); about the sampling grids, not the weights")
+    print("\nE exact, G exact grids but invariance also needs a symmetric positional "
+          "embedding or flattening head, . not exact, ? unknown (an op the tracer cannot "
+          "judge), - n/a (the model refuses the size); about the sampling grids, not the "
+          "weights")
     return 0
 
 
@@ -263,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     zp = sub.add_parser("zoo", help="which input sizes keep a family of models exact",
                         description="Trace models (torchvision names, registry names or "
                                     "package.module:callable) at many input sizes on the meta "
-                                    "device: E exact, . not exact, ? unknown, - the model "
+                                    "device: E exact, G exact grids (positional embedding or "
+                                    "flattening head), . not exact, ? unknown, - the model "
                                     "refuses the size.")
     zp.add_argument("models", nargs="*", help="default: every torchvision classification model")
     zp.add_argument("--sizes", default="220-232,256,299,384,512", help="sizes and ranges")

@@ -344,9 +344,11 @@ def trace(
         meta = model if _on_meta(model) else copy.deepcopy(model).to("meta")
         recorder = _record(meta, shape, torch.device("meta"),
                            source=None if meta is model else model)
-    except Exception:  # data-dependent code cannot run on meta: run the real model on zeros
-        if _on_meta(model):
-            raise ValueError(f"{type(model).__name__} cannot run on the meta device") from None
+    except Exception as exc:  # data-dependent code cannot run on meta: run the real model
+        if _on_meta(model):  # nothing real to run: the model's own reason (e.g. a fixed size)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{type(model).__name__} refuses input {size[0]}x{size[1]} "
+                             f"(meta-device forward): {reason}") from None
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         try:

@@ -195,13 +195,14 @@ def zoo_cells():
             verdict = ("n/a" if name.startswith("vit") and size != 224 else
                        "exact" if size == exact_at else "not exact")
             rows.append({"model": name, "family": zoo.family(name), "size": size,
-                         "verdict": verdict, "layer": "", "note": ""})
+                         "verdict": verdict, "layer": "", "note": "",
+                         "grid_only": verdict == "exact" and name in ("vgg11", "vit_b_16")})
     rows[0]["verdict"] = "unknown"
     return pd.DataFrame(rows)
 
 
 def _zoo():
-    return zoo.plot_zoo(zoo_cells())
+    return zoo.plot_zoo(zoo_cells(), measured=True)
 
 
 FIGURES = {"04_rotmnist": _rotmnist, "06_classification": _classification,
@@ -338,10 +339,14 @@ def test_heatmaps_of_exact_sizes_and_of_the_zoo():
     fig = _zoo()
     ax = fig.axes[0]
     codes = np.asarray(ax.collections[0].get_array()).reshape(4, 4)
-    assert codes[0].tolist() == [2, 1, 0, 1]  # resnet18: unknown, not exact, exact, not exact
+    assert codes[0].tolist() == [3, 2, 0, 2]  # resnet18: unknown, not exact, exact, not exact
+    assert codes[2].tolist() == [2, 1, 2, 2]  # vgg11: exact grids at 224, its head flattens
     assert [t.get_text() for t in ax.get_yticklabels()] == ["resnet18", "resnet50", "vgg11",
                                                             "vit_b_16"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(zoo.VERDICTS)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [text.split(":")[0].split(" (")[0] for text in legend] == [
+        "exact", "exact grids", "not exact", "unknown", "n/a"]
+    assert "every exact cell measured" in ax.get_title()
     plt.close(fig)
 
 

@@ -6,8 +6,12 @@ subsampling grid symmetric under 90° rotations and flips), not exact (the first
 that breaks it is named), unknown (an op the tracer cannot judge, e.g. interpolation:
 never guessed) or n/a (the model refuses the size, e.g. a ViT built for 224). "Exact" is
 about the sampling grids: with equivariant weights (group convolutions, or D4-symmetric
-kernels as in :func:`symmetrize`) such a network is exactly invariant after global
-pooling; with ordinary trained weights it is not invariant at any size.
+kernels as in :func:`equivlib.experiments.symmetric_weights.symmetrize`) such a network is
+exactly invariant after global pooling; with ordinary trained weights it is not invariant
+at any size. An exact cell is ``grid_only`` when invariance also needs weights that the
+architecture leaves free (a positional embedding, a flattening head): the figure and
+:func:`categories` tell those apart. :mod:`equivlib.experiments.zoo_measure` measures
+every exact cell.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from torch import nn
 
 from equivlib.exactness import nearest_exact_size, trace
 from equivlib.experiments.params import split_list
+from equivlib.progress import emit
 
 COMMON_SIZES = (*range(220, 233), 256, 299, 384, 512)
 VERDICTS = ("exact", "not exact", "unknown", "n/a")
+GRID_ONLY = "exact (grid only)"
+CATEGORIES = ("exact", GRID_ONLY, "not exact", "unknown", "n/a")  # what the figure shows
 _FAMILY_FIXES = {"wide": "wide_resnet", "resnext": "resnext", "mobilenet": "mobilenet",
                  "efficientnet": "efficientnet", "regnet": "regnet", "vit": "vit",
                  "swin": "swin", "maxvit": "maxvit", "shufflenet": "shufflenet"}
@@ -85,20 +92,26 @@ def build_on_meta(name: str) -> nn.Module:
                 return torchvision.models.get_model(name, weights=None)
 
 
-def trace_cell(model: nn.Module, size: int) -> dict[str, str]:
-    """One cell of the table: ``verdict`` (see :data:`VERDICTS`), the first layer that
-    breaks exactness (or cannot be judged) and a short note."""
+def trace_cell(model: nn.Module, size: int) -> dict:
+    """One cell of the table: ``verdict`` (see :data:`VERDICTS`), ``grid_only`` (exact grids,
+    but invariance also needs a symmetric positional embedding or flattening head), the
+    first layer that breaks exactness, cannot be judged or is grid-only, and a short note."""
     try:
         report = trace(model, size)
     except Exception as exc:  # the model refuses this size (fixed-size ViTs, too small)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return {"verdict": "n/a", "layer": "", "note": reason[:160]}
+        return {"verdict": "n/a", "grid_only": False, "layer": "", "note": reason[:160]}
     verdict = {True: "exact", False: "not exact", None: "unknown"}[report.exact]
+    grid_only = report.exact is True and bool(report.grid_only)
     culprit = next((r for r in report.rows if r.exact is False), None) or \
         next((r for r in report.rows if r.exact is None), None)
     if culprit is None:
-        return {"verdict": verdict, "layer": "", "note": ""}
-    return {"verdict": verdict, "layer": culprit.module or "(model)",
+        if grid_only:
+            row = report.grid_only[0]
+            return {"verdict": verdict, "grid_only": True, "layer": row.module or "(model)",
+                    "note": f"grid only: {row.op.replace('_', ' ')}"}
+        return {"verdict": verdict, "grid_only": False, "layer": "", "note": ""}
+    return {"verdict": verdict, "grid_only": False, "layer": culprit.module or "(model)",
             "note": f"{culprit.op} k={culprit.kernel} s={culprit.stride} p={culprit.padding} "
                     f"at {culprit.input_size[0]}" if culprit.exact is False
             else culprit.note or culprit.op}
@@ -142,15 +155,19 @@ def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
     ``models.attrs["timing"]``, which :func:`equivlib.plots.save_csv` writes to the CSV's
     provenance sidecar); ``workers`` > 1 traces models in that many spawned processes.
     ``progress(done, total)``: called as model x size cells are traced (per size in this
-    process, per model from worker processes)."""
+    process, per model from worker processes); left unset, a progress event for
+    ``./run_all.sh``'s display (:mod:`equivlib.progress`)."""
     sizes = list(sizes)
+    if progress is None:
+        def progress(done: int, total: int) -> None:
+            emit(f"tracing {done}/{total} model x size cells")
+
     total, done = len(names) * len(sizes), 0
 
     def advance(cells: int) -> None:
         nonlocal done
         done += cells
-        if progress is not None:
-            progress(done, total)
+        progress(done, total)
 
     results: list = [None] * len(names)
     if workers > 1 and len(names) > 1:
@@ -165,8 +182,7 @@ def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
                 advance(len(sizes))
     else:
         for i, name in enumerate(names):
-            results[i] = model_rows(name, sizes, reference, build,
-                                    on_cell=None if progress is None else lambda: advance(1))
+            results[i] = model_rows(name, sizes, reference, build, on_cell=lambda: advance(1))
             if done < (i + 1) * len(sizes):  # not counted per size, or could not be built
                 advance((i + 1) * len(sizes) - done)
     cells = [cell for model_cells, _ in results for cell in model_cells]
@@ -177,18 +193,25 @@ def zoo_table(names: Sequence[str], sizes: Iterable[int] = COMMON_SIZES, *,
     return pd.DataFrame(cells), models
 
 
+def categories(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's :data:`CATEGORIES` entry: its verdict, or :data:`GRID_ONLY` for an exact
+    cell whose invariance also needs a symmetric positional embedding or head."""
+    grid_only = cells.get("grid_only", pd.Series(False, index=cells.index)).astype(bool)
+    return cells.verdict.where(~grid_only, GRID_ONLY)
+
+
 def wide(cells: pd.DataFrame) -> pd.DataFrame:
-    """Models x sizes, each cell the verdict; rows grouped by family."""
-    table = cells.pivot_table(index=["family", "model"], columns="size", values="verdict",
-                              aggfunc="first")
+    """Models x sizes, each cell its category (:func:`categories`); rows grouped by family."""
+    table = cells.assign(category=categories(cells)).pivot_table(
+        index=["family", "model"], columns="size", values="category", aggfunc="first")
     return table.sort_index()
 
 
 def family_summary(cells: pd.DataFrame, size: int = 224) -> pd.DataFrame:
-    """Per family at ``size``: how many models are exact, not exact, unknown, n/a."""
+    """Per family at ``size``: how many models fall in each of :data:`CATEGORIES`."""
     at = cells[cells["size"] == size]
-    counts = at.groupby(["family", "verdict"]).size().unstack(fill_value=0)
-    return counts.reindex(columns=list(VERDICTS), fill_value=0)
+    counts = at.assign(category=categories(at)).groupby(["family", "category"]).size()
+    return counts.unstack(fill_value=0).reindex(columns=list(CATEGORIES), fill_value=0)
 
 
 def breaking_ops(cells: pd.DataFrame, size: int = 224) -> pd.Series:
@@ -198,9 +221,17 @@ def breaking_ops(cells: pd.DataFrame, size: int = 224) -> pd.Series:
     return broken.note.str.split().str[0].value_counts()
 
 
-def plot_zoo(cells: pd.DataFrame):
-    """Models (rows, grouped by family) x input sizes (columns), a seaborn heatmap: green
-    exact, magenta not exact, grey unknown, white n/a."""
+_LEGEND = {"exact": "exact: invariant with symmetric kernels",
+           GRID_ONLY: "exact grids: invariant once the positional embedding / head is "
+                      "symmetric too",
+           "not exact": "not exact", "unknown": "unknown", "n/a": "n/a (refuses the size)"}
+
+
+def plot_zoo(cells: pd.DataFrame, measured: bool = False):
+    """Models (rows, grouped by family) x input sizes (columns), a seaborn heatmap: dark
+    green exact, light green exact grids that need a symmetric positional embedding or head,
+    magenta not exact, grey unknown, white n/a. ``measured``: every exact cell was measured
+    invariant (:mod:`equivlib.experiments.zoo_measure`), and the legend says so."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.colors import ListedColormap
@@ -209,13 +240,16 @@ def plot_zoo(cells: pd.DataFrame):
     from equivlib.plots import EXACT_COLOR, INEXACT_COLOR
 
     table = wide(cells)
-    codes = table.replace({v: i for i, v in enumerate(VERDICTS)}).astype(float)
+    codes = table.replace({v: i for i, v in enumerate(CATEGORIES)}).astype(float)
     codes.index = [m for _, m in table.index]
-    colours = [EXACT_COLOR, INEXACT_COLOR, "#bdbdbd", "#ffffff"]
+    colours = [EXACT_COLOR, "#a6dba0", INEXACT_COLOR, "#bdbdbd", "#ffffff"]
     n_rows, n_cols = codes.shape
-    fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_cols, 1.2 + 0.17 * n_rows))
-    sns.heatmap(codes, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, cbar=False,
-                linewidths=0.4, linecolor="white", xticklabels=True, yticklabels=True, ax=ax)
+    legend_inches = 0.65  # three rows of legend above the title
+    height = 1.8 + legend_inches + 0.17 * n_rows
+    fig, ax = plt.subplots(figsize=(max(7.0, 2.4 + 0.42 * n_cols), height))
+    sns.heatmap(codes, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(colours) - 0.5,
+                cbar=False, linewidths=0.4, linecolor="white", xticklabels=True,
+                yticklabels=True, ax=ax)
     ax.tick_params(axis="x", labelrotation=90, labelsize=7)
     ax.tick_params(axis="y", labelrotation=0, labelsize=6)
     ax.tick_params(length=0)
@@ -229,81 +263,15 @@ def plot_zoo(cells: pd.DataFrame):
             ax.axvline(j + 1, color="black", lw=0.8, ls=":")
     ax.set_xlabel("input size (square)")
     ax.set_ylabel("")
-    ax.set_title("torchvision classification models: are the subsampling grids symmetric?",
-                 fontsize=9)
-    fig.legend(handles=[Patch(facecolor=c, edgecolor="0.6", label=v)
-                        for c, v in zip(colours, VERDICTS, strict=True)],
-               loc="upper center", ncol=4, fontsize=8, frameon=False,
+    ax.set_title("torchvision classification models: are the subsampling grids symmetric?"
+                 + ("\nevery exact cell measured invariant (float64, symmetrised random "
+                    "weights)" if measured else ""), fontsize=9)
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="0.6", label=_LEGEND[v])
+                        for c, v in zip(colours, CATEGORIES, strict=True)],
+               loc="upper center", ncol=2, fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - legend_inches / height))
     return fig
-
-
-# ------------------------------------------------------------------ measured check
-def symmetrize(model: nn.Module) -> nn.Module:
-    """Make every square conv kernel D4-symmetric (the mean of its 8 rotations and flips),
-    in place. With symmetric kernels, pointwise ops and global pooling, a network whose
-    sampling grids are all symmetric (trace: exact) has logits invariant to rotations."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                w = m.weight
-                if w.shape[-1] != w.shape[-2]:
-                    raise ValueError(f"{type(m).__name__} with a non-square kernel "
-                                     f"{tuple(w.shape[-2:])}: cannot be made D4-symmetric")
-                turns = [torch.rot90(w, k, (-2, -1)) for k in range(4)]
-                w.copy_(torch.stack(turns + [t.flip(-1) for t in turns]).mean(0))
-    return model
-
-
-def measured_check(names: Sequence[str], sizes_of: Callable[[str], Sequence[int]],
-                   seed: int = 0) -> pd.DataFrame:
-    """For each model and size: the largest relative change of the logits (float64, eval
-    mode, D4-symmetrised random weights) under a 90°, 180° or 270° rotation of the input,
-    beside the tracer's verdict. Only meaningful for models that pool globally before the
-    classifier (VGG and AlexNet flatten a 7x7 / 6x6 map: invariant at no size)."""
-    import torchvision
-
-    from equivlib.checks import equivariance_error
-
-    rows = []
-    for name in names:
-        torch.manual_seed(seed)
-        model = symmetrize(torchvision.models.get_model(name, weights=None).double()).eval()
-        for size in sizes_of(name):
-            x = torch.randn(1, 3, size, size, dtype=torch.float64,
-                            generator=torch.Generator().manual_seed(seed))
-            with torch.no_grad():
-                err = equivariance_error(model, x, "p4", output="invariant").max().item()
-            rows.append({"model": name, "size": size,
-                         "trace": trace_cell(model, size)["verdict"], "max_error": err})
-    return pd.DataFrame(rows)
-
-
-MEASURED_EXACT = 1e-10  # float64 rounding of the logits, with margin
-MEASURED_INEXACT = 1e-4  # one pixel off changes symmetrised logits by more than this
-
-
-def measured_verdict(check: pd.DataFrame) -> str:
-    """AssertionError unless every size the tracer calls exact measures below
-    ``MEASURED_EXACT`` and every "not exact" one above ``MEASURED_INEXACT``; one line that
-    holds on any machine (the errors themselves: the ``check`` table)."""
-    if check.empty:
-        return "no model measured"
-    exact_rows = check[check.trace == "exact"]
-    other_rows = check[check.trace == "not exact"]
-    bad_exact = exact_rows[~(exact_rows.max_error < MEASURED_EXACT)]  # NaN counts as bad
-    bad_other = other_rows[~(other_rows.max_error > MEASURED_INEXACT)]
-    if len(bad_exact):
-        raise AssertionError("an exact size shows a measurable error:\n" + bad_exact.to_string())
-    if len(bad_other):
-        raise AssertionError("an inexact size shows no error:\n" + bad_other.to_string())
-    return (f"tracer and measurement agree on {len(exact_rows) + len(other_rows)} model x size "
-            f"pairs: {len(exact_rows)} exact (logit change below {MEASURED_EXACT:.0e}), "
-            f"{len(other_rows)} not exact (above {MEASURED_INEXACT:.0e})"
-            + (f"; {len(check) - len(exact_rows) - len(other_rows)} not judged (tracer: "
-               f"{', '.join(sorted(set(check.trace) - {'exact', 'not exact'}))})"
-               if len(check) > len(exact_rows) + len(other_rows) else ""))
 
 
 def parse_sizes(text: str, max_count: int | None = None) -> list[int]:
@@ -329,9 +297,10 @@ def parse_sizes(text: str, max_count: int | None = None) -> list[int]:
 
 
 def format_wide(cells: pd.DataFrame) -> str:
-    """The models x sizes table as text: ``E`` exact, ``.`` not exact, ``?`` unknown,
-    ``-`` n/a."""
-    table = wide(cells).replace({"exact": "E", "not exact": ".", "unknown": "?", "n/a": "-"})
+    """The models x sizes table as text: ``E`` exact, ``G`` exact grids that need a
+    symmetric positional embedding or head, ``.`` not exact, ``?`` unknown, ``-`` n/a."""
+    table = wide(cells).replace({"exact": "E", GRID_ONLY: "G", "not exact": ".",
+                                 "unknown": "?", "n/a": "-"})
     width = max(len(m) for _, m in table.index)
     header = " " * (width + 2) + " ".join(f"{s:>3}"[-3:] for s in table.columns)
     lines = [header]

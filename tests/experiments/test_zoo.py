@@ -1,11 +1,11 @@
 """The model-zoo table (notebook 09): verdicts per torchvision model and size from meta-device
 traces, models that refuse a size or compute while building, and the tracer checked against
-a measurement with D4-symmetric weights (paired: the exact size at rounding, one off not)."""
+grid-only cells (positional embeddings, flattening heads); the measurements are in
+test_zoo_measure.py."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from equivlib.__main__ import main
 from equivlib.experiments import zoo
@@ -27,12 +27,44 @@ def test_sizes_parse_ranges_and_refuse_nonsense():
 
 @pytest.mark.parametrize("name, size, verdict, layer", [
     ("resnet18", 224, "not exact", "conv1"), ("resnet18", 225, "exact", ""),
-    ("alexnet", 223, "exact", ""), ("alexnet", 224, "not exact", "features.0"),
-    ("vit_b_16", 224, "exact", ""), ("vit_b_16", 225, "n/a", ""),
+    ("alexnet", 223, "exact", "classifier.1"), ("alexnet", 224, "not exact", "features.0"),
+    ("vit_b_16", 224, "exact", "encoder"), ("vit_b_16", 225, "n/a", ""),
 ])
 def test_trace_cell(name, size, verdict, layer):
     cell = zoo.trace_cell(zoo.build_on_meta(name), size)
     assert (cell["verdict"], cell["layer"]) == (verdict, layer)
+
+
+@pytest.mark.parametrize("name, size, grid_only, note", [
+    ("vit_b_16", 224, True, "grid only: pos embedding"),
+    ("alexnet", 223, True, "grid only: flatten head"),
+    ("vgg11", 224, True, "grid only: flatten head"),
+    ("resnet18", 225, False, ""), ("convnext_tiny", 224, False, ""),
+    ("alexnet", 224, False, "conv2d k=(11, 11) s=(4, 4) p=(2, 2) at 224"),  # not exact
+])
+def test_grid_only_cells(name, size, grid_only, note):
+    cell = zoo.trace_cell(zoo.build_on_meta(name), size)
+    assert (cell["grid_only"], cell["note"]) == (grid_only, note)
+
+
+@pytest.mark.parametrize("name, size, reason", [
+    ("vit_b_16", 225, "VisionTransformer refuses input 225x225 (meta-device forward): Wrong "
+                      "image height! Expected 224 but got 225!"),
+    ("maxvit_t", 256, "MaxVit refuses input 256x256 (meta-device forward): shape '[1, 64, 9, "
+                      "7, 9, 7]' is invalid for input of size 262144"),
+])
+def test_refused_sizes_give_the_models_own_reason(name, size, reason):
+    assert zoo.trace_cell(zoo.build_on_meta(name), size) == {
+        "verdict": "n/a", "grid_only": False, "layer": "", "note": reason[:160]}
+
+
+def test_categories_tell_grid_only_cells_apart():
+    cells, _ = zoo.zoo_table(["alexnet", "resnet18"], [223, 225])
+    where = zip(cells.model, cells["size"], strict=True)
+    assert dict(zip(where, zoo.categories(cells), strict=True)) == {
+        ("alexnet", 223): zoo.GRID_ONLY, ("alexnet", 225): "not exact",
+        ("resnet18", 223): "not exact", ("resnet18", 225): "exact"}
+    assert zoo.format_wide(cells).splitlines()[1:] == ["alexnet     G   .", "resnet18    .   E"]
 
 
 def test_a_builder_that_computes_is_built_with_meta_parameters():
@@ -58,21 +90,6 @@ def test_unbuildable_model_is_listed_with_its_reason():
     assert cells.empty and not models.built[0] and "needs a GPU" in models.note[0]
 
 
-def test_symmetrize_makes_kernels_d4_invariant():
-    conv = torch.nn.Conv2d(2, 3, 3).double()
-    zoo.symmetrize(conv)
-    w = conv.weight
-    assert torch.allclose(torch.rot90(w, 1, (-2, -1)), w) and torch.allclose(w.flip(-1), w)
-    with pytest.raises(ValueError, match="non-square"):
-        zoo.symmetrize(torch.nn.Conv2d(1, 1, (1, 3)))
-
-
-def test_measurement_agrees_with_the_tracer_for_resnet18():
-    check = zoo.measured_check(["resnet18"], lambda name: [224, 225]).set_index("size")
-    assert check.loc[225, "trace"] == "exact" and check.loc[225, "max_error"] < 1e-10
-    assert check.loc[224, "trace"] == "not exact" and check.loc[224, "max_error"] > 1e-3
-
-
 def test_zoo_command(capsys):
     assert main(["zoo", "resnet18", "convnext_tiny", "p4_resnet44", "--sizes", "224-225"]) == 0
     out = capsys.readouterr().out
@@ -81,64 +98,3 @@ def test_zoo_command(capsys):
                     "resnet18": [".", "E"]}
     assert main(["zoo", "nope:thing"]) == 2
     assert main(["zoo", "resnet18", "--sizes", "x"]) == 2
-
-
-def _check(*rows):
-    import pandas as pd
-
-    return pd.DataFrame([dict(zip(("model", "size", "trace", "max_error"), row, strict=True))
-                         for row in rows], columns=["model", "size", "trace", "max_error"])
-
-
-AGREE = [("resnet18", 224, "not exact", 0.03), ("resnet18", 225, "exact", 1e-15),
-         ("convnext_tiny", 224, "exact", 0.0), ("convnext_tiny", 225, "not exact", 2e-4)]
-
-
-@pytest.mark.parametrize("rows, expected", [
-    (AGREE, "tracer and measurement agree on 4 model x size pairs: 2 exact (logit change "
-            "below 1e-10), 2 not exact (above 1e-04)"),
-    (AGREE + [("vit_b_16", 225, "n/a", float("nan")), ("maxvit_t", 224, "unknown", 0.5),
-              ("vit_b_16", 226, "n/a", float("nan"))],
-     "tracer and measurement agree on 4 model x size pairs: 2 exact (logit change below "
-     "1e-10), 2 not exact (above 1e-04); 3 not judged (tracer: n/a, unknown)"),
-    (AGREE[1:2], "tracer and measurement agree on 1 model x size pairs: 1 exact (logit change "
-                 "below 1e-10), 0 not exact (above 1e-04)"),
-])
-def test_measured_verdict_agrees(rows, expected):
-    assert zoo.measured_verdict(_check(*rows)) == expected
-
-
-DISAGREE = [
-    (("resnet18", 227, "exact", 1e-10), "an exact size shows a measurable error:"),
-    (("resnet18", 227, "exact", 0.2), "an exact size shows a measurable error:"),
-    (("resnet18", 227, "exact", float("nan")), "an exact size shows a measurable error:"),
-    (("resnet18", 227, "not exact", 1e-4), "an inexact size shows no error:"),
-    (("resnet18", 227, "not exact", 0.0), "an inexact size shows no error:"),
-    (("resnet18", 227, "not exact", float("nan")), "an inexact size shows no error:"),
-]
-
-
-@pytest.mark.parametrize("row, message", DISAGREE)
-def test_measured_verdict_refuses_a_disagreement(row, message):
-    with pytest.raises(AssertionError, match=f"^{message}\n"):
-        zoo.measured_verdict(_check(*AGREE, row))
-
-
-@pytest.mark.parametrize("row, message", DISAGREE)
-def test_measured_verdict_shows_the_offending_row(row, message):
-    with pytest.raises(AssertionError) as error:
-        zoo.measured_verdict(_check(*AGREE, row))
-    shown = str(error.value).splitlines()
-    assert shown[0] == message and len(shown) == 3  # a header line and the one row
-    assert shown[2].split()[1:3] == ["resnet18", "227"] and f" {row[2]} " in shown[2]
-
-
-def test_measured_verdict_of_nothing_measured():
-    assert zoo.measured_verdict(zoo.measured_check([], lambda name: [224])) == "no model measured"
-
-
-def test_measured_verdict_of_a_measurement():
-    check = zoo.measured_check(["resnet18"], lambda name: [224, 225])
-    assert zoo.measured_verdict(check) == (
-        "tracer and measurement agree on 2 model x size pairs: 1 exact (logit change below "
-        "1e-10), 1 not exact (above 1e-04)")
