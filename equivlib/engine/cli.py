@@ -203,7 +203,11 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu",
                    help="torch device, e.g. cuda (CPU runs are bit-reproducible, GPU runs not)")
     r.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    r.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16/fp16)")
+    r.add_argument("--amp", action="store_true",
+                   help="mixed precision for training on CUDA (bf16 where supported, else "
+                        "fp16 with a grad scaler); validation, tests and equivariance "
+                        "errors stay float32, which keeps exact models exact (README, "
+                        "Precision)")
     r.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     r.add_argument("--print-config", action="store_true", help="print the config and exit")
     _record_given(p)

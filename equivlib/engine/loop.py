@@ -8,9 +8,7 @@ optional mirror, normalisation. Multiples of 90° are exact ``rot90``s.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,23 +18,7 @@ from torch.utils.data import DataLoader
 
 from equivlib.data.transforms import normalize, rotate
 from equivlib.engine.distributed import DistContext
-
-
-@dataclass
-class Precision:
-    """How the forward pass runs: autocast dtype (None: float32) and channels_last."""
-
-    autocast: torch.dtype | None = None
-    channels_last: bool = False
-
-    def context(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast)
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
+from equivlib.engine.precision import Precision
 
 BatchHook = Callable[[torch.Tensor, int], torch.Tensor]
 """``hook(x, step) -> x``: a batch-level change of the (unnormalised) training images at
@@ -93,7 +75,9 @@ def evaluate(model: nn.Module, loader: DataLoader, *, mean: Sequence[float],
              precision: Precision | None = None) -> dict[int, dict[float, float]]:
     """Top-k accuracy of ``model`` (eval mode) on ``loader`` rotated by each of ``angles``
     (mirrored left-right first if ``flip``): ``{k: {angle: accuracy}}``, over all processes.
-    The loader is read once; every angle is applied to each batch."""
+    The loader is read once; every angle is applied to each batch. The forward passes run in
+    ``precision.eval_context``: float32 even when training used autocast
+    (:mod:`equivlib.engine.precision`)."""
     ctx, precision = ctx or DistContext(), precision or Precision()
     was_training = model.training
     model.eval()
@@ -107,7 +91,7 @@ def evaluate(model: nn.Module, loader: DataLoader, *, mean: Sequence[float],
             x0 = x0.flip(-1)
         for angle in angles:
             x = precision.prepare(normalize(rotate(x0, float(angle)), mean, std))
-            with precision.context(device):
+            with precision.eval_context(device):  # float32 under the policy
                 logits = model(x)
             top = logits.topk(min(kmax, logits.shape[1]), dim=1).indices
             hit = top == y[:, None]
@@ -143,7 +127,8 @@ def equivariance_errors(model: nn.Module, loader: DataLoader, layers: Sequence[s
                         group: str, mean: Sequence[float], std: Sequence[float],
                         device: torch.device, images: int = 64) -> dict[str, float]:
     """Mean relative equivariance error (DESIGN §4) of the trained model at the modules
-    ``layers`` (``"output"``: the logits) on the first ``images`` test images, eval mode."""
+    ``layers`` (``"output"``: the logits) on the first ``images`` test images, eval mode,
+    in float32 (the precision policy)."""
     from equivlib.checks import layerwise_errors
 
     batches, n = [], 0
@@ -154,8 +139,9 @@ def equivariance_errors(model: nn.Module, loader: DataLoader, layers: Sequence[s
             break
     x = normalize(torch.cat(batches)[:images].to(device), mean, std)
     rows = []
-    for chunk in x.split(16):
-        rows.append({r["name"]: r["error"] for r in
-                     layerwise_errors(model, chunk, group, names=list(layers))})
+    with Precision().eval_context(device):  # float32 even inside an autocast region
+        for chunk in x.split(16):
+            rows.append({r["name"]: r["error"] for r in
+                         layerwise_errors(model, chunk, group, names=list(layers))})
     return {name: sum(r[name] * len(c) for r, c in zip(rows, x.split(16), strict=True))
             / len(x) for name in layers if name in rows[0]}

@@ -52,13 +52,13 @@ from equivlib.engine.checkpoint import (
 from equivlib.engine.config import RunConfig
 from equivlib.engine.distributed import DistContext
 from equivlib.engine.loop import (
-    Precision,
     equivariance_errors,
     evaluate,
     quarter_turn_summary,
     train_one_epoch,
 )
 from equivlib.engine.optim import build_optimizer, build_scheduler
+from equivlib.engine.precision import check_amp, resolve_precision
 from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
 from equivlib.models import get_model
 from equivlib.store.provenance import collect as collect_provenance
@@ -99,18 +99,6 @@ def check_device(device: str) -> torch.device:
 def default_checkpoint_dir(config: RunConfig) -> Path:
     """``checkpoints/<config key>`` (git-ignored)."""
     return Path("checkpoints") / config.key()
-
-
-def _precision(dev: torch.device, amp: bool, channels_last: bool) -> tuple[Precision, Any]:
-    if not amp:
-        return Precision(None, channels_last), None
-    if dev.type != "cuda":
-        warnings.warn("amp is only used on CUDA; training in float32", RuntimeWarning,
-                      stacklevel=3)
-        return Precision(None, channels_last), None
-    if torch.cuda.is_bf16_supported():
-        return Precision(torch.bfloat16, channels_last), None
-    return Precision(torch.float16, channels_last), torch.amp.GradScaler("cuda")
 
 
 def _wandb_run(config: RunConfig, directory: Path) -> Any:
@@ -193,7 +181,7 @@ class RunDatasets:
 def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *,
         checkpoint_dir: str | Path | None = None, results_dir: str | Path | None = None,
         data_dir: str | Path | None = None, download: bool = False, device: str = "cpu",
-        workers: int = 0, amp: bool = False, channels_last: bool = False,
+        workers: int = 0, amp: bool | str = False, channels_last: bool = False,
         ctx: DistContext | None = None, stop_after_epoch: int | None = None) -> dict[str, Any]:
     """Train and test one run; resume from ``checkpoint_dir/last.pt`` if it exists.
 
@@ -204,8 +192,11 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     made from files that have changed since is not reused (one warning says what changed).
     Pass ``data_dir`` with ``data`` too when the data came from files there.
     ``data`` (raw splits) skips loading. ``workers``: DataLoader worker processes;
-    ``amp`` (CUDA: bf16 where supported, else fp16 with a grad scaler) and
-    ``channels_last`` change how, not what, is computed and are not part of the config.
+    ``amp`` (True, CUDA: bf16 where supported, else fp16 with a grad scaler; ``"bf16"`` /
+    ``"fp16"``: that dtype on any device) and ``channels_last`` change how, not what, is
+    computed and are not part of the config. Under the precision policy
+    (:mod:`equivlib.engine.precision`) ``amp`` applies to training only: validation, the
+    test at every angle and the equivariance errors run in float32.
     ``stop_after_epoch=k`` raises :class:`StopTraining` after epoch k's checkpoint.
     A top-k of ``test.topk`` with k >= the number of classes (top-5 of a 4-class stand-in)
     is 100 % by definition: a RuntimeWarning says so before training (:func:`trivial_topk`).
@@ -219,6 +210,7 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
                      check_data=data is None)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    check_amp(amp)
     # the files the run reads under the data directory (None: data that ships with a
     # package): a stored result or checkpoint made from other data is not reused
     identity = data_identity(config.data.dataset, data_dir, **config.data.options)
@@ -265,7 +257,7 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
     seed_everything(seed)
     base_model = get_model(config.model.name, num_classes=info.num_classes,
                            **config.model.kwargs).to(dev)
-    precision, scaler = _precision(dev, amp, channels_last)
+    precision, scaler = resolve_precision(dev, amp, channels_last)
     if channels_last:
         base_model = base_model.to(memory_format=torch.channels_last)
     model: nn.Module = base_model
@@ -369,7 +361,10 @@ def run(config: dict[str, Any] | RunConfig, data: DatasetSplits | None = None, *
                        "test_images": len(sets.test) * len(config.test.angles)
                        * (2 if config.test.flips else 1),
                        "threads": torch.get_num_threads(), "processes": ctx.world_size,
-                       "device": dev.type}})
+                       "device": dev.type,
+                       # only under autocast, so float32 results keep their exact form
+                       **({"precision": precision.describe()}
+                          if precision.autocast is not None else {})}})
         if wb is not None:
             wb.summary.update({k: v for k, v in metrics.items()
                                if isinstance(v, float) and math.isfinite(v)})
