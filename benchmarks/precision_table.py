@@ -22,7 +22,7 @@ images whose prediction that much noise could flip) and the relative logit gap t
 on upright images (the precision's own rounding, for scale). The engine's reported
 ``seen`` / ``unseen`` (policy: float32) come from the run itself. Usage::
 
-    .venv/bin/python benchmarks/precision_table.py                  # both cases, ~2-3 min
+    .venv/bin/python benchmarks/precision_table.py                  # both cases, ~5 min
     .venv/bin/python benchmarks/precision_table.py --case mnist --train-amp none
     .venv/bin/python benchmarks/precision_table.py --csv build/precision_table.csv
 """
