@@ -106,16 +106,18 @@ def _symmetrize_merge(linear: nn.Linear) -> None:
         w[:, p] = kernel[..., dh, dw]
 
 
-def _flatten_head(model: nn.Module) -> nn.Linear | None:
+def _flatten_head(model: nn.Module) -> tuple[nn.Linear, int] | None:
     """The first Linear of a classifier that flattens an adaptive-pooled map (VGG,
-    AlexNet): ``model.avgpool`` pools to k x k with k > 1, ``model.classifier`` reads it."""
+    AlexNet) and the side k of that map: ``model.avgpool`` pools to k x k with k > 1,
+    ``model.classifier`` reads it."""
     pool, classifier = getattr(model, "avgpool", None), getattr(model, "classifier", None)
     if not isinstance(pool, nn.AdaptiveAvgPool2d) or not isinstance(classifier, nn.Sequential):
         return None
     size = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size,) * 2
-    if size == (1, 1):
+    linear = next((m for m in classifier if isinstance(m, nn.Linear)), None)
+    if size == (1, 1) or size[0] != size[1] or linear is None:
         return None
-    return next((m for m in classifier if isinstance(m, nn.Linear)), None)
+    return linear, size[0]
 
 
 def symmetrize(model: nn.Module, positional: bool = False) -> list[str]:
@@ -153,9 +155,8 @@ def symmetrize(model: nn.Module, positional: bool = False) -> list[str]:
                 changed.append(f"{name}: positional embedding")
         head = _flatten_head(model) if positional else None
         if head is not None:
-            k = model.avgpool.output_size
-            k = k if isinstance(k, int) else k[0]
-            w = head.weight.view(head.out_features, -1, k, k)
+            linear, k = head
+            w = linear.weight.view(linear.out_features, -1, k, k)
             w.copy_(d4_average(w))
             changed.append("classifier: flattening head")
     return changed
