@@ -9,7 +9,17 @@ width 16, input 33, batch 32) on synthetic images for ``--steps`` steps after a 
 - ``N processes x 1 thread`` under ``torchrun --standalone`` (gloo, synchronised batch norm,
   the global batch split over the processes), as the engine trains,
 - the same with per-process batch norm (``--no-sync-bn`` in the worker): what the
-  synchronisation costs.
+  synchronisation costs (one all-gather in the forward and one all-reduce in the backward
+  per batch norm, see :mod:`equivlib.engine.sync_batchnorm`);
+- the **plain network** of the same shapes (``train_throughput.plain_network``: the
+  model's ``export()`` graph, trainable, batch statistics shared over orientations with
+  the group layers' kernels, synchronised the same way) on 1 process x 1 thread and on
+  N processes x 1 thread: the limit for the group model, and whether the machine itself
+  scales.
+
+The table is headed by the CPU model, torch's CPU capability and the load average (the
+set-ups compete with whatever else runs: on a shared 2-core machine N processes get fewer
+than N cores).
 
 Each set-up runs in its own interpreter, one after the other, repeated ``--reps`` times in
 alternating order; the table shows the median images per second and the ratio to the
@@ -17,6 +27,7 @@ baseline of the same repetition (the median of the paired ratios), so machine dr
 all set-ups alike. Usage::
 
     .venv/bin/python benchmarks/ddp_throughput.py [--model p4_resnet44 --size 33 --reps 3]
+    .venv/bin/python benchmarks/ddp_throughput.py --no-plain   # the group model only
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -38,22 +52,35 @@ def measure(args: argparse.Namespace) -> None:
     from equivlib.data.loaders import set_epoch, train_loader
     from equivlib.engine.distributed import init_distributed, shutdown_distributed
     from equivlib.engine.loop import train_one_epoch
+    from equivlib.engine.precision import Precision
     from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
     from equivlib.models import get_model
+
+    sys.path.insert(0, str(HERE))
+    from train_throughput import SharedBatchNorm, plain_network
 
     ctx, _ = init_distributed("cpu")
     try:
         torch.manual_seed(0)
         model = get_model(args.model, num_classes=10)
+        if args.plain:
+            model = plain_network(model.train())
+            for layer in model.modules():
+                if isinstance(layer, SharedBatchNorm):
+                    layer.synchronised = ctx.distributed and not args.no_sync_bn
+        elif ctx.distributed and not args.no_sync_bn:
+            model = convert_sync_batchnorm(model)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if ctx.distributed:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model if args.no_sync_bn else convert_sync_batchnorm(model))
+            model = torch.nn.parallel.DistributedDataParallel(model)
         n = args.batch * (args.warmup + args.steps)
         g = torch.Generator().manual_seed(1)
         data = TensorDataset(torch.rand(n, 3, args.size, args.size, generator=g),
                              torch.randint(0, 10, (n,), generator=g))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        kw = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), ctx=ctx)
+        kw = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), ctx=ctx,
+                  precision=Precision(channels_last=args.channels_last))
         warm = torch.utils.data.Subset(data, range(args.batch * args.warmup))
         timed = torch.utils.data.Subset(data, range(args.batch * args.warmup, n))
         for part in (warm, timed):
@@ -90,24 +117,35 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="cores to use (processes x threads)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-plain", action="store_true", help="skip the plain network's set-ups")
+    p.add_argument("--channels-last", action="store_true",
+                   help="train in channels_last (the engine's --channels-last)")
     p.add_argument("--no-sync-bn", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         measure(args)
         return
+    sys.path.insert(0, str(HERE))
+    from train_throughput import machine_line
+
+    print(machine_line(args.threads), file=sys.stderr)
     me = [os.path.abspath(__file__), "--worker", "--model", args.model, "--size",
           str(args.size), "--batch", str(args.batch), "--steps", str(args.steps),
-          "--warmup", str(args.warmup)]
+          "--warmup", str(args.warmup), *(["--channels-last"] if args.channels_last else [])]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(args.threads)]
     setups = {
         "1 process x 1 thread": ([sys.executable, *me], 1),
         f"1 process x {args.threads} threads": ([sys.executable, *me], args.threads),
-        f"{args.threads} processes x 1 thread (torchrun, gloo)": (
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             "--nproc_per_node", str(args.threads), *me], 1),
+        f"{args.threads} processes x 1 thread (torchrun, gloo)": ([*torchrun, *me], 1),
         f"{args.threads} processes x 1 thread, batch norm not synchronised": (
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             "--nproc_per_node", str(args.threads), *me, "--no-sync-bn"], 1),
+            [*torchrun, *me, "--no-sync-bn"], 1),
     }
+    if not args.no_plain:
+        setups["plain network, 1 process x 1 thread"] = ([sys.executable, *me, "--plain"], 1)
+        setups[f"plain network, {args.threads} processes x 1 thread"] = (
+            [*torchrun, *me, "--plain"], 1)
     names = list(setups)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(args.reps):
@@ -117,8 +155,10 @@ def main() -> None:
         print(f"rep {rep + 1}/{args.reps}: " + ", ".join(
             f"{rates[n][-1]:.1f}" for n in names) + " img/s", file=sys.stderr)
     base = rates[names[0]]
-    print(f"{args.model} at {args.size}, global batch {args.batch}, {args.steps} timed steps, "
-          f"median of {args.reps} repetitions")
+    print(machine_line(args.threads))
+    layout = "channels_last" if args.channels_last else "NCHW"
+    print(f"{args.model} at {args.size}, {layout}, global batch {args.batch}, {args.steps} timed "
+          f"steps, median of {args.reps} repetitions")
     print(f"{'set-up':56s} {'img/s':>8s} {'vs 1x1':>7s}")
     for name in names:
         ratio = statistics.median(r / b for r, b in zip(rates[name], base, strict=True))

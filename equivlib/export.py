@@ -7,18 +7,21 @@ rebuilds the graph from ``torch.nn`` standard layers:
 equivlib layer                       exported as
 ===================================  ==================================================
 :class:`LiftingConv2d`,              ``nn.Conv2d`` holding a copy of the expanded filter
-:class:`GroupConv2d`                 bank ``(Cout·|G|, Cin(·|G|), k, k)`` and bias
-:class:`GroupBatchNorm`              ``nn.BatchNorm2d(C·|G|)``: affine parameters and
+:class:`GroupConv2d`                 bank ``(|G|·Cout, |G|·Cin, k, k)`` and bias
+:class:`GroupBatchNorm`              ``nn.BatchNorm2d(|G|·C)``: affine parameters and
                                      running statistics repeated per orientation
 :class:`GroupMaxPool2d`,             ``nn.MaxPool2d`` / ``nn.AvgPool2d``
 :class:`GroupAvgPool2d`
-:class:`CosetPool`                   ``x.unflatten(1, (-1, |G|)).amax(dim=2)`` (or
+:class:`CosetPool`                   ``x.unflatten(1, (|G|, -1)).amax(dim=1)`` (or
                                      ``.mean``): two tensor methods in the graph's code
 ===================================  ==================================================
 
-A group feature map ``(B, C, |G|, H, W)`` becomes ``(B, C·|G|, H, W)`` (channel-major:
-channel ``c``, orientation ``g`` is channel ``c·|G| + g``), the layout the expanded banks
-already use. Every other module (``nn.ReLU``, ``nn.Dropout``, ``nn.Linear``, plain
+A group feature map ``(B, C, |G|, H, W)`` becomes ``(B, |G|·C, H, W)`` (orientation-major:
+channel ``c``, orientation ``g`` is channel ``g·C + c``), the layout the group layers
+themselves compute in, so the exported convs hold bitwise the banks the layers convolve
+with. A group map that leaves the graph (as its output, or through ``x.flatten(1)``) is
+reordered to channel-major ``(B, C·|G|, ...)``, the order of ``y.flatten(1, 2)`` of the
+original's output. Every other module (``nn.ReLU``, ``nn.Dropout``, ``nn.Linear``, plain
 ``nn.Conv2d`` / ``nn.BatchNorm2d`` of Z2 models, ...) is copied unchanged. The
 synchronised batch norms a DDP run puts in (``equivlib.engine.convert_sync_batchnorm``) are
 plain (group) batch norm in eval mode and export as such.
@@ -38,7 +41,7 @@ Exactness conditions:
   original (the same banks and the same per-element arithmetic: float64 differences are
   ~1e-16 or 0, tested for every registered model). In train mode they differ: a
   :class:`GroupBatchNorm` pools its batch statistics over the orientations, an
-  ``nn.BatchNorm2d`` over ``C·|G|`` channels computes them per (channel, orientation). So
+  ``nn.BatchNorm2d`` over ``|G|·C`` channels computes them per (channel, orientation). So
   :func:`export` refuses a model with any submodule in training mode, and training or
   fine-tuning the exported model (``exported.train()``) gives per-orientation statistics
   and, after updates, per-orientation weights: it stops being equivariant.
@@ -97,9 +100,10 @@ _SPATIAL_REDUCTIONS = {"mean", "amax", "amin", "sum"}
 
 # ---------------------------------------------------------------------------- layers
 def _plain_batchnorm(bn: GroupBatchNorm) -> nn.BatchNorm2d:
-    """``nn.BatchNorm2d(C·|G|)`` with ``bn``'s affine parameters and running statistics
-    repeated per orientation: the same function as ``bn`` in eval mode, on the flattened
-    map. Subclasses (``SyncGroupBatchNorm``) are plain group batch norm in eval mode."""
+    """``nn.BatchNorm2d(|G|·C)`` with ``bn``'s affine parameters and running statistics
+    repeated per orientation: the same function as ``bn`` in eval mode, on the
+    orientation-major flattened map. Subclasses (``SyncGroupBatchNorm``) are plain group
+    batch norm in eval mode."""
     if not bn.track_running_stats or bn.running_mean is None:
         raise NotImplementedError(
             f"{type(bn).__name__} has no running statistics: in eval mode it normalises with "
@@ -111,10 +115,10 @@ def _plain_batchnorm(bn: GroupBatchNorm) -> nn.BatchNorm2d:
                            dtype=bn.running_mean.dtype)
     with torch.no_grad():
         if bn.affine:
-            plain.weight = nn.Parameter(bn.weight.repeat_interleave(order))
-            plain.bias = nn.Parameter(bn.bias.repeat_interleave(order))
-        plain.running_mean = bn.running_mean.repeat_interleave(order)
-        plain.running_var = bn.running_var.repeat_interleave(order)
+            plain.weight = nn.Parameter(bn.weight.repeat(order))
+            plain.bias = nn.Parameter(bn.bias.repeat(order))
+        plain.running_mean = bn.running_mean.repeat(order)
+        plain.running_var = bn.running_var.repeat(order)
         plain.num_batches_tracked = bn.num_batches_tracked.clone()
     return plain.train(False)
 
@@ -145,9 +149,9 @@ def _plain_pool(pool: GroupMaxPool2d | GroupAvgPool2d) -> nn.Module:
 
 
 def _plain_conv(conv: LiftingConv2d | GroupConv2d) -> nn.Conv2d:
-    """The layer's own export: ``nn.Conv2d`` with a copy of the bank (bitwise the bank the
-    layer convolves with)."""
-    return conv.export().train(False)
+    """The layer's own orientation-major export: ``nn.Conv2d`` with a copy of the bank
+    (bitwise the bank the layer convolves with)."""
+    return conv.export(orientation_major=True).train(False)
 
 
 # ---------------------------------------------------------------------------- tracing
@@ -208,7 +212,9 @@ class _Rewriter:
         if node.op == "get_attr":
             self._keep_attr(node.target)
         groups = {self.layout[n] for n in _nodes_in((node.args, node.kwargs))} - {None}
-        if node.op in ("placeholder", "get_attr", "output") or not groups:
+        if node.op == "output":
+            return self._output(node), None
+        if node.op in ("placeholder", "get_attr") or not groups:
             self._check_not_equivlib(node)
             return self._copy(node), None
         if len(groups) > 1:
@@ -217,6 +223,22 @@ class _Rewriter:
 
     def _copy(self, node: fx.Node) -> fx.Node:
         return self.graph.node_copy(node, lambda n: self.env[n])
+
+    def _channel_major(self, node: fx.Node, group: Group) -> fx.Node:
+        """``(B, |G|·C, ...)`` (orientation-major, ``node`` already in the new graph) as
+        ``(B, C, |G|, ...)`` in the original's order."""
+        stacked = self.graph.call_method("unflatten", (node, 1, (group.order, -1)))
+        return self.graph.call_method("transpose", (stacked, 1, 2))
+
+    def _output(self, node: fx.Node) -> fx.Node:
+        """The output; group maps in it come out channel-major ``(B, C·|G|, H, W)``."""
+        def mapped(n: fx.Node) -> fx.Node:
+            group = self.layout[n]
+            if group is None:
+                return self.env[n]
+            return self.graph.call_method("flatten", (self._channel_major(self.env[n], group),
+                                                      1, 2))
+        return self.graph.output(fx.node.map_arg(node.args[0], mapped))
 
     def _keep_attr(self, target: str) -> None:
         if target not in self.attrs:
@@ -251,9 +273,9 @@ class _Rewriter:
         if isinstance(module, CosetPool):
             group = self._expect(node, module, layout, "any")
             assert group is not None
-            stacked = self.graph.call_method("unflatten", (self.env[arg], 1, (-1, group.order)))
+            stacked = self.graph.call_method("unflatten", (self.env[arg], 1, (group.order, -1)))
             reduce = "amax" if module.mode == "max" else "mean"
-            return self.graph.call_method(reduce, (stacked,), {"dim": 2}), None
+            return self.graph.call_method(reduce, (stacked,), {"dim": 1}), None
         if isinstance(module, GroupConv2d):
             self._expect(node, module, layout, module.group)
             return self._call(node, _plain_conv(module)), module.group
@@ -314,7 +336,7 @@ class _Rewriter:
         return self._copy(node), group
 
     def _spatial_reduction(self, node: fx.Node, group: Group) -> tuple[fx.Node, Layout]:
-        """``x.mean(dim=(-2, -1), keepdim=True)`` and the like: the same on ``(B, C·|G|, H, W)``."""
+        """``x.mean(dim=(-2, -1), keepdim=True)`` and the like: the same on ``(B, |G|·C, H, W)``."""
         args = _bind(node, ("self", "dim", "keepdim"), {"keepdim": False})
         dim = args.get("dim")
         dims = {d % 5 for d in (dim if isinstance(dim, tuple | list) else [dim])
@@ -330,13 +352,14 @@ class _Rewriter:
         return new, group
 
     def _flatten(self, node: fx.Node, group: Group) -> tuple[fx.Node, Layout]:
-        """``x.flatten(1)``: ``(c, g, h, w)`` order, the same from ``(B, C·|G|, H, W)``."""
+        """``x.flatten(1)``: ``(c, g, h, w)`` order, from the map reordered channel-major."""
         args = _bind(node, ("self", "start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1})
         if args["start_dim"] not in (1, -4) or args["end_dim"] not in (-1, 4):
             raise NotImplementedError(
                 f"{_describe(node)} flattens a {group.name} group map from dim "
                 f"{args['start_dim']!r} to {args['end_dim']!r}; export() supports flatten(1)")
-        return self.graph.call_method("flatten", (self.env[args["self"]], 1)), None
+        reordered = self._channel_major(self.env[args["self"]], group)
+        return self.graph.call_method("flatten", (reordered, 1)), None
 
 
 def _bind(node: fx.Node, names: tuple[str, ...], defaults: dict[str, object]) -> dict:
@@ -367,8 +390,9 @@ def export(model: nn.Module) -> fx.GraphModule:
     Group convolutions become ``nn.Conv2d`` with the expanded bank, group batch norm
     ``nn.BatchNorm2d`` with parameters and running statistics repeated per orientation,
     group pools ``nn.MaxPool2d`` / ``nn.AvgPool2d``, coset pooling two tensor methods in the
-    generated ``forward``; group maps ``(B, C, |G|, H, W)`` become ``(B, C·|G|, H, W)``
-    (an output that is a group map comes out flattened so). Submodules keep the original
+    generated ``forward``; group maps ``(B, C, |G|, H, W)`` become ``(B, |G|·C, H, W)``
+    (orientation-major, as the layers compute; an output that is a group map comes out
+    channel-major ``(B, C·|G|, H, W)``, like ``y.flatten(1, 2)``). Submodules keep the original
     qualified names. See the module docstring for the supported operations.
 
     Exactness: in eval mode the exported model computes the same function as ``model``
@@ -395,6 +419,6 @@ class ExportMixin:
 
     def export(self) -> fx.GraphModule:
         """This model built only from ``torch.nn`` layers (a :class:`torch.fx.GraphModule`),
-        giving the same outputs in eval mode; group maps become ``(B, C·|G|, H, W)``. The
+        giving the same outputs in eval mode; group maps become ``(B, |G|·C, H, W)``. The
         model must be in eval mode. See :func:`equivlib.export.export`."""
         return export(self)  # type: ignore[arg-type]

@@ -94,6 +94,18 @@ def test_same_logits_float64(name: str, which: str) -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_same_logits_bitwise(name: str, dtype: torch.dtype) -> None:
+    """NCHW on the CPU the export computes bit for bit what the model does: its convs hold
+    the banks the layers convolve with (orientation-major, the layers' own channel order),
+    its batch norms the same per-channel arithmetic."""
+    model, exported, exact, _ = _built(name, dtype)
+    x = _image(model, exact, dtype)
+    with torch.no_grad():
+        assert torch.equal(exported(x), model(x))
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_same_logits_float32(name: str) -> None:
     model, exported, exact, _ = _built(name, torch.float32)
     x = _image(model, exact, torch.float32)

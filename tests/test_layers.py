@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import pickle
 
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+from layouts import in_layout
 from torch import nn
 from torch.func import functional_call
 
@@ -278,7 +280,8 @@ def test_cache_bitwise_equal_and_state_dict_unchanged(group: Group, kind: str,
     sd_after = layer.state_dict()
     assert list(sd_before) == list(sd_after) == ["weight", "bias"]
     assert all(torch.equal(sd_before[k], sd_after[k]) for k in sd_before)
-    assert "index" not in sd_after and "index" in dict(layer.named_buffers())
+    # the gather indices are constants: neither state nor buffers (DDP broadcasts buffers)
+    assert "index" not in sd_after and not dict(layer.named_buffers())
 
 
 @gid
@@ -530,13 +533,19 @@ def test_export_matches(group: Group, kind: str) -> None:
 def test_bank_structure(group: Group) -> None:
     """The bank is literally the rot90/flip-transformed filters (no hidden conventions)."""
     lift = LiftingConv2d(group, 2, 3, 3)
-    bank = lift.expanded_weight()[0].view(3, group.order, 2, 3, 3)
+    # the bank the layer convolves with is orientation-major: output channel h·Cout + o
+    bank = lift.expanded_weight()[0].view(group.order, 3, 2, 3, 3)
+    export = lift.channel_major_weight()[0].view(3, group.order, 2, 3, 3)
     for h in group.elements():
-        assert torch.equal(bank[:, h], group.act_on_image(h, lift.weight))
+        assert torch.equal(bank[h], group.act_on_image(h, lift.weight))
+        assert torch.equal(export[:, h], group.act_on_image(h, lift.weight))
     gc = GroupConv2d(group, 2, 3, 3, bias=False)
-    bank = gc.expanded_weight()[0].view(3, group.order, 2, group.order, 3, 3)
+    # ... and input channel g·Cin + i
+    bank = gc.expanded_weight()[0].view(group.order, 3, group.order, 2, 3, 3)
+    export = gc.channel_major_weight()[0].view(3, group.order, 2, group.order, 3, 3)
     for h in group.elements():
-        assert torch.equal(bank[:, h], group.act_on_group_map(h, gc.weight))
+        assert torch.equal(bank[h].transpose(1, 2), group.act_on_group_map(h, gc.weight))
+        assert torch.equal(export[:, h], group.act_on_group_map(h, gc.weight))
     assert gc.expanded_weight()[1] is None
     assert list(gc.state_dict()) == ["weight"] and gc.bias is None
 
@@ -655,3 +664,228 @@ def test_large_layers_hold_a_small_index():
 
     conv = GroupConv2d("p4m", 184, 184, 3, padding=1)
     assert conv.index.numel() * conv.index.element_size() < 1 << 20
+
+
+# ---------------------------------------------------------------------------- memory layouts
+LAYOUTS = ("as_given", "nchw", "channels_last")
+glayout = pytest.mark.parametrize("layout", LAYOUTS)
+
+
+class InLayout(nn.Module):
+    """``layer`` fed every input in ``layout`` (so both sides of an equivariance check run in
+    it, whatever layout the group action returns)."""
+
+    def __init__(self, layer: nn.Module, layout: str) -> None:
+        super().__init__()
+        self.layer, self.layout = layer, layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(in_layout(x, self.layout))
+
+
+def layout_of(y: torch.Tensor) -> tuple[bool, str]:
+    """(orientation-major, memory format) of a layer's output."""
+    from equivlib.layers import fold_group_map
+
+    if y.dim() == 5:
+        folded, orientation_major = fold_group_map(y)
+    else:
+        folded, orientation_major = y, True
+    fmt = ("nchw" if folded.is_contiguous() else "channels_last"
+           if folded.is_contiguous(memory_format=torch.channels_last) else "other")
+    return orientation_major, fmt
+
+
+@gid
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("kind,k,s,p,n", [c for c in CASES if c[1] in (1, 3) and c[3] < 2],
+                         ids=lambda v: str(v))
+def test_exact_iff_condition_in_every_layout(group: Group, layout: str, kind: str, k: int,
+                                             s: int, p: int, n: int) -> None:
+    """The central sweep (kernels 1 and 3, padding 0 and 1) with the input in the layers'
+    orientation-major NCHW / channels_last layout: the same verdicts, the layout kept."""
+    layer = InLayout(make_layer(kind, group, k, s, p), layout)
+    x = make_input(kind, group, n)
+    check_verdict(max_error(layer, x, group), is_exact(n, k, s, p))
+    y = layer(x)
+    torch.testing.assert_close(y, layer.layer(x), rtol=1e-12, atol=1e-12)  # same values
+    assert layout_of(y) == (True, layout)
+
+
+def _batchnorm_case(group: Group, channels: int, layout: str,
+                    ) -> tuple[GroupBatchNorm, nn.BatchNorm3d, torch.Tensor]:
+    """A group batch norm with non-trivial parameters and running statistics, the plain
+    ``nn.BatchNorm3d`` over ``(B, C, |G|, H, W)`` it must equal (the definition), an input."""
+    bn = GroupBatchNorm(group, channels).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    ref = nn.BatchNorm3d(channels).double()
+    ref.load_state_dict(bn.state_dict())
+    x = torch.randn(3, channels, group.order, 5, 5, dtype=torch.float64) * 2 + 1
+    return bn, ref, in_layout(x, layout)
+
+
+@gid
+@glayout
+@pytest.mark.parametrize("channels", [3, 17], ids=["few-channels", "many-channels"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_equals_batchnorm3d_in_every_layout(group: Group, layout: str,
+                                                      channels: int, training: bool) -> None:
+    """Outputs, input and parameter gradients, running statistics: those of
+    ``nn.BatchNorm3d`` on the contiguous map (float64, 1e-12), in every layout and on both
+    kernel paths (few channels in channels_last: per-(orientation, channel) statistics
+    merged; otherwise one call on a channel view); the output keeps the input's layout."""
+    bn, ref, x = _batchnorm_case(group, channels, layout)
+    bn.train(training), ref.train(training)
+    xa = x.detach().clone().requires_grad_(True)
+    xb = x.detach().contiguous().requires_grad_(True)
+    ya, yb = bn(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+    if layout != "as_given":
+        assert layout_of(ya) == (True, layout)
+    w = torch.randn_like(yb)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    for got, want in ((xa.grad, xb.grad), (bn.weight.grad, ref.weight.grad),
+                      (bn.bias.grad, ref.bias.grad), (bn.running_mean, ref.running_mean),
+                      (bn.running_var, ref.running_var)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert bn.num_batches_tracked.item() == ref.num_batches_tracked.item()
+
+
+@pytest.mark.parametrize("momentum", [None, 0.3])
+@pytest.mark.parametrize("track", [True, False])
+def test_batchnorm_options_follow_torch(momentum: float | None, track: bool) -> None:
+    """Cumulative averages (``momentum=None``) and no running statistics behave as in
+    ``nn.BatchNorm3d``, on the few-channels channels_last path too."""
+    bn = GroupBatchNorm(P4, 3, momentum=momentum, track_running_stats=track).double()
+    ref = nn.BatchNorm3d(3, momentum=momentum, track_running_stats=track).double()
+    for _ in range(3):
+        x = torch.randn(2, 3, 4, 6, 6, dtype=torch.float64)
+        torch.testing.assert_close(bn(in_layout(x, "channels_last")), ref(x),
+                                   rtol=1e-12, atol=1e-12)
+    bn.eval(), ref.eval()
+    torch.testing.assert_close(bn(in_layout(x, "channels_last")), ref(x), rtol=1e-12,
+                               atol=1e-12)
+    if track:
+        torch.testing.assert_close(bn.running_var, ref.running_var, rtol=1e-12, atol=1e-12)
+
+
+@gid
+@glayout
+@pytest.mark.parametrize("channels", [3, 17], ids=["few-channels", "many-channels"])
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_equivariant_in_every_layout(group: Group, layout: str, channels: int,
+                                               train: bool) -> None:
+    bn, _, x = _batchnorm_case(group, channels, "as_given")
+    bn.train(train)
+    layer = InLayout(bn, layout)
+    for g in group.elements():  # separate calls: batch statistics of g·x alone
+        lhs = layer(group.act_on_group_map(g, x))
+        torch.testing.assert_close(lhs, group.act_on_group_map(g, layer(x)), rtol=1e-12,
+                                   atol=1e-12)
+
+
+COPY_OPS = ("aten::copy_", "aten::contiguous", "aten::clone")
+
+
+def _copies(fn, smallest: int) -> list[tuple[str, tuple]]:
+    """Copy ops (``aten::copy_`` / ``contiguous`` / ``clone``) on tensors of at least
+    ``smallest`` elements while ``fn`` runs (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    found = []
+    for event in prof.events():
+        if event.name in COPY_OPS and event.input_shapes and event.input_shapes[0]:
+            shape = tuple(event.input_shapes[0])
+            if math.prod(shape) >= smallest:
+                found.append((event.name, shape))
+    return found
+
+
+LAYOUT_LAYERS = {
+    "lifting": lambda g: LiftingConv2d(g, 3, 5, 3, padding=1),
+    "lifting-strided": lambda g: LiftingConv2d(g, 3, 5, 3, stride=2, padding=1),
+    "group": lambda g: GroupConv2d(g, 5, 5, 3, padding=1),
+    "group-1x1-strided": lambda g: GroupConv2d(g, 5, 5, 1, stride=2),
+    "batchnorm-few": lambda g: GroupBatchNorm(g, 5),
+    "batchnorm-many": lambda g: GroupBatchNorm(g, 17),
+    "maxpool": lambda g: GroupMaxPool2d(2),
+    "avgpool": lambda g: GroupAvgPool2d(3, stride=2, padding=1),
+    "coset-max": lambda g: CosetPool("max"),
+    "coset-mean": lambda g: CosetPool("mean"),
+}
+
+
+def _plain_twin(layer: nn.Module, group: Group, fmt: torch.memory_format,
+                ) -> nn.Module | None:
+    """The plain torch op the layer runs on the folded ``(B, |G|·C, H, W)`` map (convs: their
+    orientation-major export with its weight in ``fmt``, as a plain network holds it;
+    pools: ``nn.MaxPool2d`` / ``nn.AvgPool2d``; coset pooling: the reduction over the
+    orientations of the map stored contiguously); ``None`` for batch norm (no copy at all)."""
+    if isinstance(layer, (LiftingConv2d, GroupConv2d)):
+        return layer.export(orientation_major=True).to(memory_format=fmt)
+    if isinstance(layer, GroupMaxPool2d):
+        return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, GroupAvgPool2d):
+        return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, CosetPool):
+        class Reduce(nn.Module):
+            def forward(self, y: torch.Tensor) -> torch.Tensor:
+                y = y.unflatten(1, (group.order, -1)).contiguous()
+                y = y.detach().requires_grad_(y.requires_grad)  # the copy is not the op's
+                return y.amax(dim=1) if layer.mode == "max" else y.mean(dim=1)
+        return Reduce()
+    return None
+
+
+def _step(layer: nn.Module, x: torch.Tensor, training: bool):  # noqa: ANN202
+    """One forward (and, training, backward with a gradient made beforehand, in the output's
+    layout) of ``layer``."""
+    y = layer(x)  # (and fills the bank cache)
+    grad = torch.empty_strided(y.shape, y.stride()).normal_()
+
+    def step() -> torch.Tensor:
+        if not training:
+            with torch.no_grad():
+                return layer(x)
+        y = layer(x)
+        y.backward(grad)
+        return y
+    return step
+
+
+@gid
+@pytest.mark.parametrize("kind", list(LAYOUT_LAYERS))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_layers_keep_the_layout_without_copies(group: Group, kind: str, layout: str,
+                                               training: bool) -> None:
+    """Every layer on the layers' own orientation-major layout (NCHW or channels_last): the
+    output in that layout, and no more copies of feature maps or banks in the forward and
+    (train) backward than the plain torch op it runs makes on the folded 4-D map
+    (``torch.profiler``; batch norm: none at all). Before issue 28, batch norm returned an
+    NCHW map, and the next conv then ran in NCHW and copied in its backward."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    layer = LAYOUT_LAYERS[kind](group).train(training).to(memory_format=fmt)
+    channels = 17 if kind == "batchnorm-many" else (3 if kind.startswith("lifting") else 5)
+    shape = ((4, channels, 12, 12) if kind.startswith("lifting")
+             else (4, channels, group.order, 12, 12))
+    x = in_layout(torch.randn(shape), layout).requires_grad_(training)
+    got = _copies(_step(layer, x, training), 256)  # feature maps and banks, not BN params
+    assert layout_of(_step(layer, x, training)().detach()) == (True, layout)
+    twin = _plain_twin(layer, group, fmt)
+    if twin is None:
+        assert got == []
+        return
+    folded = in_layout(torch.randn(shape), layout)
+    folded = (folded if folded.dim() == 4 else folded.transpose(1, 2).flatten(1, 2))
+    want = _copies(_step(twin.train(training), folded.requires_grad_(training), training),
+                   256)
+    for op in COPY_OPS:
+        assert sum(o == op for o, _ in got) <= sum(o == op for o, _ in want), (got, want)

@@ -1,9 +1,26 @@
 """Batch norm whose training statistics span every process of a DDP run.
 
 PyTorch's ``nn.SyncBatchNorm`` refuses CPU tensors, so a gloo run (and the tests here)
-could not use it. These layers compute the statistics with two differentiable
-all-reduces of ``dist.all_reduce`` (the global mean, then the global sum of squared
-deviations), which work on gloo and NCCL alike; one code path on every device.
+could not use it. These layers work on gloo and NCCL alike, one code path on every device,
+with **one collective per layer in the forward and one in the backward** (the layout of
+``torch.nn.SyncBatchNorm``'s CUDA kernels, on plain ``torch.distributed`` calls):
+
+- forward: each process computes its count, mean and biased variance per channel (one
+  native pass, ``torch.batch_norm_update_stats``); one all-gather of these
+  ``1 + 2C`` numbers in float64 (``torch.nn.SyncBatchNorm`` gathers per-process statistics
+  too); every process merges them with Chan et al.'s formula
+  (``M2 = Σ n_p var_p + Σ n_p (mean_p - mean)²``: a sum of non-negative terms, no
+  difference of large sums, so no cancellation whatever the data's offset), then
+  normalises with one native eval-mode ``F.batch_norm`` pass;
+- backward: each process reduces ``Σ dy`` and ``Σ dy·x̂`` per channel (one native pass,
+  ``native_batch_norm_backward`` without the input gradient); one ``all_reduce`` of the
+  ``2C`` sums in float64; the input gradient ``w·invstd·(dy - Σdy/n - x̂·Σdy·x̂/n)`` is a
+  per-channel ``a·dy + b·x + c``: one native pass plus one in-place ``addcmul_``.
+
+The passes run on the layout-keeping views of :func:`equivlib.layers.batch_norm`, so
+channels_last and orientation-major group maps are normalised without a layout copy. The
+parameter gradients are each process's own (DDP all-reduces them); the input gradient is
+that of the sum of every process's loss, as with ``nn.SyncBatchNorm``.
 
 Exactness: :class:`SyncGroupBatchNorm` keeps :class:`~equivlib.layers.GroupBatchNorm`'s
 statistics per channel, shared over the group axis and the positions of a
@@ -13,36 +30,33 @@ the layer it replaces. With one process, or in ``eval()``, both layers are plain
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from equivlib.layers import GroupBatchNorm
+from equivlib.layers import GroupBatchNorm, StatisticsExchange, batch_norm
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over processes; the gradient of each process's input is the sum of the incoming
-    gradients of every process (what ``torch.distributed.nn``'s deprecated all_reduce
-    did, kept here on the plain, long-stable ``dist.all_reduce``)."""
-
-    @staticmethod
-    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
-        out = t.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad
+def _all_gather(table: torch.Tensor, local: torch.Tensor) -> None:
+    """``dist.all_gather_single`` (newer torch; ``all_gather_into_tensor`` is deprecated
+    there), else ``all_gather_into_tensor``: each process's ``local`` into ``table``."""
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(table, local)
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    return _AllReduceSum.apply(t)
+class ProcessExchange(StatisticsExchange):
+    """Statistics over every process of the default process group: one all-gather (forward)
+    and one ``all_reduce`` (backward) per layer, in float64."""
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        table = local.new_empty(dist.get_world_size() * local.numel())  # flat: gloo's format
+        _all_gather(table, local)
+        return table.view(-1, local.numel())
+
+    def sum_(self, sums: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(sums)
+        return sums
 
 
 def _syncing(bn: _BatchNorm) -> bool:
@@ -52,31 +66,13 @@ def _syncing(bn: _BatchNorm) -> bool:
 
 
 def sync_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Batch norm of ``x`` (``(B, C, ...)``) with mean and variance over the batches of every
-    process: two-pass (mean first, then squared deviations), accumulated in float32 at
-    least. Updates the running statistics like ``F.batch_norm`` (unbiased variance)."""
-    channels = x.shape[1]
-    dims = [0, *range(2, x.dim())]
-    shape = [1, channels] + [1] * (x.dim() - 2)
-    xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    local = torch.cat([xf.sum(dims), xf.new_tensor([xf.numel() / channels])])
-    total = _all_reduce(local)
-    count = total[-1]
-    mean = total[:channels] / count
-    centered = xf - mean.view(shape)
-    var = _all_reduce((centered * centered).sum(dims)) / count
-    y = centered * torch.rsqrt(var + bn.eps).view(shape)
-    if bn.affine:
-        y = y * bn.weight.view(shape) + bn.bias.view(shape)
-    if bn.training and bn.track_running_stats:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
-                        else bn.momentum)
-            unbiased = var * (count / (count - 1).clamp(min=1))
-            bn.running_mean.mul_(1 - momentum).add_(momentum * mean.to(bn.running_mean.dtype))
-            bn.running_var.mul_(1 - momentum).add_(momentum * unbiased.to(bn.running_var.dtype))
-    return y.to(x.dtype)
+    """Batch norm of ``x`` (``(B, C, ...)``, any memory layout; a group map's statistics shared
+    over orientations) with mean and variance over the batches of every process: one
+    all-gather in the forward, one all-reduce in the backward, statistics merged in float64
+    (:func:`equivlib.layers.batch_norm` with a :class:`ProcessExchange`). Updates the
+    running statistics like ``F.batch_norm`` (unbiased variance). Output in ``x``'s layout
+    and dtype."""
+    return batch_norm(bn, x, ProcessExchange())
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -99,10 +95,8 @@ class SyncGroupBatchNorm(GroupBatchNorm):
     exact at every input size (no subsampling; statistics shared over the group axis)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _syncing(self):
-            self._check_input_dim(x)
-            return sync_batch_norm(self, x)
-        return super().forward(x)
+        self._check_input_dim(x)
+        return batch_norm(self, x, ProcessExchange() if _syncing(self) else None)
 
 
 def _synced_copy(bn: _BatchNorm) -> _BatchNorm:
@@ -135,4 +129,5 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["SyncBatchNorm", "SyncGroupBatchNorm", "convert_sync_batchnorm", "sync_batch_norm"]
+__all__ = ["ProcessExchange", "SyncBatchNorm", "SyncGroupBatchNorm", "convert_sync_batchnorm",
+           "sync_batch_norm"]
