@@ -290,7 +290,16 @@ def test_classification_bars_are_the_summarys_std_and_open_markers_are_unseen():
              for line in ax.lines if line.get_marker() == "o"}
     assert (1.0, 1.0, 1.0, 1.0) in faces  # unseen: open markers
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Z2", "P4", "P4 no pool"]
-    assert fig.legends[0].get_title().get_text() == "mean over 2 seed(s); bars: ±1 std over seeds"
+    assert fig.legends[0].get_title().get_text() == \
+        "mean over 2 seed(s); bars: ±1 std over seeds, dots: runs"
+    low = fig.axes[2]  # the drop panel under the first setting: a bar per model and size
+    heights = [bar.get_height() for bars in low.containers for bar in bars]
+    assert np.allclose(heights, 100 * (panel.seen_mean - panel.unseen_mean))
+    invariant = panel.invariant.to_numpy()
+    assert np.all(np.array(heights)[invariant] == 0) and np.all(np.array(heights)[~invariant] > 0)
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in low.collections])
+    none = runs[runs.augment == "none"]
+    assert np.allclose(sorted(dots), sorted(100 * none.seen - 100 * none.unseen))
     means_only = classification.plot_seen_unseen(summary)  # no runs: means, no bars
     assert fig.legends[0].get_title().get_text() != means_only.legends[0].get_title().get_text()
     plt.close("all")

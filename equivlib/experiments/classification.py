@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -188,12 +189,13 @@ def run_row(config: dict[str, Any] | RunConfig) -> dict[str, Any]:
 def results_table(configs: Sequence[dict[str, Any] | RunConfig],
                   metrics: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: identity (:func:`run_row`), ``seen`` (upright), ``unseen`` (0/90/
-    180/270 pooled), each quarter turn, and for mirrored tests ``flipped`` (upright) and
-    ``flipped_unseen``."""
+    180/270 pooled), ``drop`` (seen - unseen: what the model loses on rotated test images,
+    exactly 0 for an invariant one), each quarter turn, and for mirrored tests ``flipped``
+    (upright) and ``flipped_unseen``."""
     rows = []
     for c, m in zip(configs, metrics, strict=True):
         row = run_row(c)
-        row.update(seen=m["seen"], unseen=m["unseen"],
+        row.update(seen=m["seen"], unseen=m["unseen"], drop=m["seen"] - m["unseen"],
                    **{f"rot{a}": m[f"rot{a}"] for a in (0, 90, 180, 270)})
         flipped = m.get("test_acc_flipped")
         if flipped:
@@ -213,36 +215,161 @@ def _setting_keys(table: pd.DataFrame) -> list[str]:
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (ddof 1; NaN with one seed) over seeds of seen and unseen accuracy per
-    setting, model and size, with the exactness beside them."""
+    """Mean and std (ddof 1; NaN with one seed) over seeds of seen and unseen accuracy and
+    of the drop between them per setting, model and size, with the exactness beside them."""
     keys = [*_setting_keys(runs), "model", "size", "exact", "invariant"]
-    metrics = [m for m in ("seen", "unseen", "flipped", "flipped_unseen") if m in runs]
+    metrics = [m for m in ("seen", "unseen", "drop", "flipped", "flipped_unseen") if m in runs]
     agg = {f"{m}_{s}": (m, s) for m in metrics for s in ("mean", "std")}
     return runs.groupby(keys, sort=False, dropna=False).agg(**agg, seeds=("seed", "count")) \
         .reset_index()
 
 
-def welch_tests(runs: pd.DataFrame) -> pd.DataFrame:
-    """Welch's t-test (two-sided, unequal variances) of the exact size against the other
-    size, per setting and model, on seen and on unseen accuracy; NaN below 2 seeds a side."""
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Welch's t-test (two-sided, unequal variances) of samples ``a`` and ``b``: ``(t, p)``,
+    NaN below 2 values a side or when neither varies (the test is undefined there)."""
     from scipy.stats import ttest_ind
 
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2 or (a.std() == 0 and b.std() == 0):
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():  # scipy warns about the constant side (an invariant
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)  # model's drop 0)
+        res = ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def welch_tests(runs: pd.DataFrame) -> pd.DataFrame:
+    """Welch's t-test (two-sided, unequal variances) of the exact size against the other
+    size, per setting and model, on seen and unseen accuracy and on the drop between them;
+    NaN below 2 seeds a side."""
     rows = []
+    metrics = [m for m in ("seen", "unseen", "drop") if m in runs]
     for key, group in runs.groupby([*_setting_keys(runs), "model"], sort=False, dropna=False):
         exact = group[group.exact]
         for size, other in group[~group.exact].groupby("size", sort=False):
-            for metric in ("seen", "unseen"):
+            for metric in metrics:
                 xa, xb = exact[metric].to_numpy(), other[metric].to_numpy()
-                t = p = float("nan")
-                if min(len(xa), len(xb)) >= 2 and (xa.std() > 0 or xb.std() > 0):
-                    res = ttest_ind(xa, xb, equal_var=False)
-                    t, p = float(res.statistic), float(res.pvalue)
+                t, p = welch(xa, xb)
                 rows.append({**dict(zip([*_setting_keys(runs), "model"], key, strict=True)),
                              "metric": metric, "exact_size": int(exact["size"].iloc[0])
                              if len(exact) else None, "other_size": int(size),
                              "mean_exact": xa.mean() if len(xa) else float("nan"),
                              "mean_other": xb.mean(), "t": t, "p": p})
     return pd.DataFrame(rows)
+
+
+ALPHA = 0.05
+"""Significance level of the claim verdicts (two-sided Welch p below it)."""
+
+
+def _directional(a: np.ndarray, b: np.ndarray, *, ties_hold: bool = False) -> tuple[str, float]:
+    """Verdict on "mean of ``a`` > mean of ``b``" from seeds: ``shown`` when it is and Welch's
+    p < :data:`ALPHA`; ``not significant`` when it is (or, with ``ties_hold``, when the means
+    are equal) without that; ``not shown`` otherwise (with ``ties_hold``: ``contradicted``
+    when ``b`` is significantly ahead). Returns the verdict and p."""
+    _, p = welch(a, b)
+    ahead = float(np.mean(a)) > float(np.mean(b)) or (
+        ties_hold and float(np.mean(a)) == float(np.mean(b)))
+    if ahead:
+        return ("shown" if p < ALPHA else "not significant"), p
+    if ties_hold:
+        return ("contradicted" if p < ALPHA else "not shown"), p
+    return "not shown", p
+
+
+def _mean_std(values: np.ndarray) -> str:
+    values = 100 * np.asarray(values, dtype=float)
+    std = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
+    return f"{values.mean():.1f}{std}"
+
+
+def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper's pattern (DESIGN §1, C2 and C3) tested on these runs, one row per claim,
+    setting and model, with the numbers behind each verdict (accuracies in %, mean ± std over
+    seeds; Welch's two-sided p between the compared groups of seeds):
+
+    - ``invariant``: an exact coset-pooled model has unseen == seen in every run (drop 0).
+    - ``C2``: trained without rotations, the approximate size drops more from seen to unseen
+      than the exact one (group models).
+    - ``C3``: trained without rotations, the approximate size is at least as good as the
+      exact one on seen (upright) images; ``contradicted`` when it is significantly worse.
+    - ``augmentation closes the gap``: the approximate-minus-exact difference of the drop is
+      smaller with quarter-turn augmentation than without.
+    - ``Z2 loses most``: trained without rotations, Z2 drops more than every other model at
+      the same size (p against the next largest drop).
+
+    Verdicts: ``shown`` (the direction holds and p < :data:`ALPHA`), ``not significant``
+    (direction holds, p not below it, or fewer than 2 seeds a side), ``not shown``,
+    ``contradicted``; for ``invariant`` ``shown`` / ``not shown``."""
+    rows: list[dict[str, Any]] = []
+    keys = _setting_keys(runs)
+
+    def add(claim: str, setting: tuple, model: str, a_label: str, a: np.ndarray,
+            b_label: str, b: np.ndarray, verdict: str, p: float) -> None:
+        rows.append({"claim": claim, **dict(zip(keys, setting, strict=True)), "model": model,
+                     "compared": f"{a_label} vs {b_label}", "value_a": _mean_std(a),
+                     "value_b": _mean_std(b), "p": p, "verdict": verdict})
+
+    for setting, in_setting in runs.groupby(keys, sort=False, dropna=False):
+        augmented = setting[1] == "quarter"
+        for model, group in in_setting.groupby("model", sort=False):
+            exact, other = group[group.exact], group[~group.exact]
+            invariant = group[group.invariant]
+            if len(invariant):
+                held = bool((invariant["drop"] == 0).all())
+                add("invariant", setting, model, "seen", invariant.seen.to_numpy(), "unseen",
+                    invariant.unseen.to_numpy(), "shown" if held else "not shown", float("nan"))
+            if not len(exact) or not len(other) or model == "Z2":
+                continue
+            e_size, o_size = int(exact["size"].iloc[0]), int(other["size"].iloc[0])
+            if not augmented:
+                add("C2", setting, model, f"drop {o_size}", other["drop"].to_numpy(),
+                    f"drop {e_size}", exact["drop"].to_numpy(),
+                    *_directional(other["drop"].to_numpy(), exact["drop"].to_numpy()))
+                add("C3", setting, model, f"seen {o_size}", other.seen.to_numpy(),
+                    f"seen {e_size}", exact.seen.to_numpy(),
+                    *_directional(other.seen.to_numpy(), exact.seen.to_numpy(),
+                                  ties_hold=True))
+        if augmented:
+            continue
+        for size, at_size in in_setting.groupby("size", sort=False):
+            drops = {m: g["drop"].to_numpy() for m, g in at_size.groupby("model", sort=False)}
+            if "Z2" not in drops or len(drops) < 2:
+                continue
+            runner_up = max((m for m in drops if m != "Z2"), key=lambda m: drops[m].mean())
+            add("Z2 loses most", setting, f"Z2-{size}", "drop Z2", drops["Z2"],
+                f"drop {runner_up}", drops[runner_up],
+                *_directional(drops["Z2"], drops[runner_up]))
+    rows.extend(_gap_rows(runs, keys))
+    return pd.DataFrame(rows, columns=["claim", *keys, "model", "compared", "value_a",
+                                       "value_b", "p", "verdict"])
+
+
+def _gap_rows(runs: pd.DataFrame, keys: list[str]) -> list[dict[str, Any]]:
+    """``augmentation closes the gap`` rows: per model, (approximate - exact) mean drop with
+    quarter turns against without. ``shown`` only when the gap without augmentation is
+    significant (Welch p, reported) and smaller in magnitude with it; ``not significant``
+    when it shrinks from a gap that was not significant."""
+    rows = []
+    other_keys = [k for k in keys if k != "augment"]
+    for setting, group in runs.groupby([*other_keys, "model"], sort=False, dropna=False):
+        gaps, p = {}, float("nan")
+        for augment, g in group.groupby("augment"):
+            exact, other = g[g.exact], g[~g.exact]
+            if len(exact) and len(other):
+                gaps[augment] = float(other["drop"].mean() - exact["drop"].mean())
+                if augment == "none":
+                    _, p = welch(other["drop"].to_numpy(), exact["drop"].to_numpy())
+        if set(gaps) != {"none", "quarter"} or setting[-1] == "Z2":
+            continue
+        closes = abs(gaps["quarter"]) < abs(gaps["none"])
+        verdict = "not shown" if not closes else "shown" if p < ALPHA else "not significant"
+        rows.append({"claim": "augmentation closes the gap",
+                     **dict(zip(other_keys, setting[:-1], strict=True)), "augment": "both",
+                     "model": setting[-1], "compared": "drop gap quarter vs none",
+                     "value_a": f"{100 * gaps['quarter']:.1f}",
+                     "value_b": f"{100 * gaps['none']:.1f}", "p": p, "verdict": verdict})
+    return rows
 
 
 def latex_table(summary: pd.DataFrame, caption: str = "",
@@ -290,14 +417,16 @@ def setting_title(key: tuple, keys: Sequence[str]) -> str:
 
 
 def plot_seen_unseen(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
-    """One panel per setting: for every model, its seen (filled) and unseen (open) accuracy
-    at each input size, exact sizes in green and the others in magenta, with a line from
-    seen to unseen (the loss on rotated test images; none for an invariant model).
+    """One column per setting. Top: for every model, its seen (filled) and unseen (open)
+    accuracy at each input size, exact sizes in green and the others in magenta, with a line
+    from seen to unseen. Bottom: that line as a bar, the drop from seen to unseen in
+    percentage points (claim C2 at a glance: exactly 0 for an invariant model), with a dot
+    per seed and the mean written above it.
 
     With ``runs`` (the per-run table of :func:`results_table`) the points and their ±1 sd
-    bars are seaborn's mean and sd over seeds (``pointplot(errorbar="sd")``); without it
-    the summary's means are drawn, with no bars. The seen-to-unseen lines, the size labels
-    and the layout come from ``summary``."""
+    bars are seaborn's mean and sd over seeds (``pointplot(errorbar="sd")``) and the drop
+    panel has a dot per run; without it the summary's means are drawn, with no bars or
+    dots. The lines, bars, size labels and the layout come from ``summary``."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.lines import Line2D
@@ -311,10 +440,13 @@ def plot_seen_unseen(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
                            size=points["size"].astype(str))
     settings = list(summary.groupby(keys, sort=False, dropna=False))
     cols = min(len(settings), 2)
-    rows = int(np.ceil(len(settings) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.4 * rows), squeeze=False,
-                             sharey=True)
-    for ax, (key, group) in zip(axes.flat, settings, strict=False):
+    blocks = int(np.ceil(len(settings) / cols))
+    fig, grid = plt.subplots(2 * blocks, cols, figsize=(6.0 * cols, 5.6 * blocks),
+                             squeeze=False, sharey="row",
+                             gridspec_kw={"height_ratios": [3, 2] * blocks})
+    tops = [grid[2 * (k // cols), k % cols] for k in range(blocks * cols)]
+    bottoms = [grid[2 * (k // cols) + 1, k % cols] for k in range(blocks * cols)]
+    for ax, low, (key, group) in zip(tops, bottoms, settings, strict=False):
         in_setting = points.merge(pd.DataFrame([key], columns=keys), on=keys)
         models = list(dict.fromkeys(group.model))
         sizes = sorted(group["size"].unique())
@@ -339,12 +471,21 @@ def plot_seen_unseen(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
                 ax.annotate(str(size), (x, 100 * min(r.seen_mean, r.unseen_mean)),
                             textcoords="offset points", xytext=(0, -12), ha="center",
                             fontsize=7, color=colour)
+                _drop_bar(low, x, step, r, colour, size, runs=None if runs is None else
+                          in_setting[(in_setting.model == model)
+                                     & (in_setting["size"] == str(size))])
         ax.set_xlim(-0.6, len(models) - 0.4)
         ax.set_title(setting_title(key, keys), fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("test accuracy (%)", visible=True)  # seaborn hides it on shared axes
         ax.grid(axis="y", color="0.9", lw=0.6)
-    for ax in list(axes.flat)[len(settings):]:
+        low.set_xlim(ax.get_xlim())
+        low.set_xticks(range(len(models)), models)
+        low.axhline(0, color="0.3", lw=0.6)
+        low.set_ylabel("seen − unseen\n(points lost)", fontsize=8)
+        low.tick_params(labelleft=True)
+        low.grid(axis="y", color="0.9", lw=0.6)
+    for ax in [*tops[len(settings):], *bottoms[len(settings):]]:
         ax.set_visible(False)
     seeds = int(summary.seeds.max())
     handles = [
@@ -355,11 +496,26 @@ def plot_seen_unseen(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
         Line2D([], [], ls="", marker="o", mfc="white", mec="0.3",
                label="unseen: 0°/90°/180°/270° pooled"),
     ]
-    bars = "; bars: ±1 std over seeds" if seeds > 1 and runs is not None else ""
+    bars = "; bars: ±1 std over seeds, dots: runs" if seeds > 1 and runs is not None else ""
     fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8,
                title=f"mean over {seeds} seed(s){bars}", title_fontsize=8)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.9 if rows == 1 else 0.94))
+    fig.tight_layout(rect=(0, 0.03, 1, 0.92 if blocks == 1 else 0.95))
     return fig
+
+
+def _drop_bar(ax, x: float, step: float, row, colour: str, size: int,
+              runs: pd.DataFrame | None) -> None:
+    """One bar of the drop panel: the mean drop of ``row`` (a summary row) at ``x``, a dot
+    per run of ``runs`` (accuracies already in %), the mean written above it."""
+    drop = 100 * (row.seen_mean - row.unseen_mean)
+    ax.bar(x, drop, width=0.8 * step, color=colour, alpha=0.35, edgecolor=colour, lw=0.8,
+           zorder=1)
+    if runs is not None and len(runs):
+        ax.scatter(np.full(len(runs), x), runs.seen - runs.unseen, s=9, color=colour,
+                   zorder=2, lw=0)
+    label = "0" if drop == 0 else f"{drop:.1f}"
+    ax.annotate(f"{label}\n{size}", (x, max(drop, 0)), textcoords="offset points",
+                xytext=(0, 2), ha="center", va="bottom", fontsize=6.5, color=colour)
 
 
 def exactness_table(configs: Sequence[dict[str, Any] | RunConfig]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from equivlib.engine.grid import run_grid
 from equivlib.experiments.classification import (
     Variant,
     check_invariant_runs,
+    claims_table,
     classification_config,
     configs_from_params,
     exactness_table,
@@ -27,6 +28,7 @@ from equivlib.experiments.classification import (
     plot_seen_unseen,
     results_table,
     summary_table,
+    welch,
     welch_tests,
 )
 
@@ -180,3 +182,96 @@ def test_invariant_runs_check_fails_on_a_quarter_turn_spread():
     assert list(exactness_table([classification_config("cifar10", P4, 33),
                                  classification_config("cifar10", P4, 32)]).exact) == [True,
                                                                                       False]
+
+
+# ------------------------------------------------------------------ claims
+def _runs(seen: dict, unseen: dict, seeds: int = 3, spread: float = 0.01):
+    """A runs table (stand-in keys): ``seen[(augment, model, size)]`` = mean accuracy, seeds
+    spread by ``spread``; unseen likewise; exact = size 33; invariant = exact and pooled."""
+    import pandas as pd
+
+    rows = []
+    for (augment, model, size), mean in seen.items():
+        for seed in range(seeds):
+            offset = spread * (seed - (seeds - 1) / 2)
+            exact = size == 33
+            invariant = exact and model != "Z2"
+            s = mean + offset
+            u = s if invariant else unseen[(augment, model, size)] + offset * 0.5
+            rows.append(dict(dataset="mnist", augment=augment, train_images=1000, model=model,
+                             size=size, seed=seed, exact=exact, invariant=invariant, seen=s,
+                             unseen=u, drop=s - u))
+    return pd.DataFrame(rows)
+
+
+PATTERN_SEEN = {("none", "Z2", 32): 0.95, ("none", "Z2", 33): 0.95,
+                ("none", "P4", 32): 0.92, ("none", "P4", 33): 0.85,
+                ("quarter", "P4", 32): 0.80, ("quarter", "P4", 33): 0.80}
+PATTERN_UNSEEN = {("none", "Z2", 32): 0.40, ("none", "Z2", 33): 0.41,
+                  ("none", "P4", 32): 0.70, ("quarter", "P4", 32): 0.79}
+
+
+def _verdicts(table):
+    return {(r.claim, r.augment, r.model): r.verdict for r in table.itertuples()}
+
+
+def test_claims_table_shows_the_papers_pattern():
+    verdicts = _verdicts(claims_table(_runs(PATTERN_SEEN, PATTERN_UNSEEN)))
+    assert verdicts == {
+        ("invariant", "none", "P4"): "shown",
+        ("C2", "none", "P4"): "shown",
+        ("C3", "none", "P4"): "shown",
+        ("Z2 loses most", "none", "Z2-32"): "shown",
+        ("Z2 loses most", "none", "Z2-33"): "shown",
+        ("invariant", "quarter", "P4"): "shown",
+        ("augmentation closes the gap", "both", "P4"): "shown",
+    }
+
+
+@pytest.mark.parametrize("change, claim, verdict", [
+    # the approximate model behind the exact one on seen images, clearly: C3 contradicted
+    ({("none", "P4", 32): 0.70}, "C3", "contradicted"),
+    # slightly behind, within the seeds' spread: not shown, but not contradicted either
+    ({("none", "P4", 32): 0.849}, "C3", "not shown"),
+    # the approximate model drops less than the exact one (which drops 0): impossible to
+    # drop less than 0, so make it drop nothing: C2 not shown
+    ({("none", "P4", 32): 0.70}, "C2", "not shown"),
+])
+def test_claims_table_says_not_shown_when_the_numbers_disagree(change, claim, verdict):
+    seen = {**PATTERN_SEEN, **change}
+    unseen = dict(PATTERN_UNSEEN)
+    if claim == "C2":
+        unseen[("none", "P4", 32)] = seen[("none", "P4", 32)]
+    verdicts = _verdicts(claims_table(_runs(seen, unseen)))
+    assert verdicts[(claim, "none", "P4")] == verdict
+
+
+def test_claims_need_two_seeds_a_side_to_be_shown():
+    verdicts = _verdicts(claims_table(_runs(PATTERN_SEEN, PATTERN_UNSEEN, seeds=1)))
+    assert verdicts[("C2", "none", "P4")] == "not significant"
+    assert verdicts[("C3", "none", "P4")] == "not significant"
+    assert verdicts[("augmentation closes the gap", "both", "P4")] == "not significant"
+
+
+def test_invariance_claim_fails_on_a_nonzero_drop():
+    runs = _runs(PATTERN_SEEN, PATTERN_UNSEEN)
+    exact = runs.index[(runs.model == "P4") & (runs["size"] == 33) & (runs.augment == "none")]
+    runs.loc[exact[0], "drop"] = 0.002
+    verdicts = _verdicts(claims_table(runs))
+    assert verdicts[("invariant", "none", "P4")] == "not shown"
+
+
+def test_augmentation_gap_not_shown_when_it_widens():
+    unseen = {**PATTERN_UNSEEN, ("quarter", "P4", 32): 0.50}
+    verdicts = _verdicts(claims_table(_runs(PATTERN_SEEN, unseen)))
+    assert verdicts[("augmentation closes the gap", "both", "P4")] == "not shown"
+
+
+@pytest.mark.parametrize("a, b, finite", [
+    ([0.5, 0.6, 0.7], [0.5, 0.5, 0.5], True),   # one side constant: defined
+    ([0.5, 0.5], [0.4, 0.4], False),            # both constant: undefined
+    ([0.5], [0.4, 0.3], False),                 # one seed: undefined
+])
+def test_welch_is_nan_where_undefined(a, b, finite):
+    t, p = welch(np.array(a), np.array(b))
+    assert np.isfinite(p) == finite and np.isfinite(t) == finite
