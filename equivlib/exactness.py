@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -258,17 +258,55 @@ def infer_input_shape(model: nn.Module, input_size: Pair, in_channels: int | Non
     return (1, in_channels, *input_size)
 
 
-def _record(model: nn.Module, shape: tuple, device: torch.device,
-            source: nn.Module | None = None):
-    """One forward pass on zeros with every op recorded (see :mod:`equivlib.tracer_rules`);
-    mode and hooks restored. ``source``: the model ``model`` is a meta-device copy of, whose
-    buffers' values (e.g. a precomputed attention mask) the rules may need."""
+STOPS = (None, "broken", "unproven")
+
+
+class _Stopped(BaseException):
+    """Ends a forward pass whose verdict is decided (a BaseException: the rules' own
+    ``except Exception`` clauses, which turn a failing rule into "unknown", let it through)."""
+
+
+def _recorder(input_size: Pair, stop: str | None):
+    """A :class:`equivlib.tracer_rules.Recorder` that, with ``stop``, stops judging once
+    the verdict cannot become exact any more: "broken" at the first row that breaks
+    exactness (the forward pass still runs to its end on the meta device, unjudged, so a
+    model that refuses the size still raises), "unproven" at the first row that is not
+    exact (not exact or unknown), ending the forward pass there."""
     from equivlib.tracer_rules import Recorder  # it builds on the arithmetic above
 
+    if stop is None:
+        return Recorder(input_size)
+    halt = (False,) if stop == "broken" else (False, None)
+
+    class Stopping(Recorder):
+        stopped = False
+
+        def record(self, *args, **kwargs) -> None:
+            before = len(self.rows)
+            super().record(*args, **kwargs)
+            if len(self.rows) > before and any(self.rows[-1]["exact"] is v for v in halt):
+                if stop == "unproven":
+                    raise _Stopped
+                self.stopped = True
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if self.stopped:  # the verdict is decided: the op runs, nothing is judged
+                return func(*args, **(kwargs or {}))
+            return super().__torch_function__(func, types, args, kwargs)
+
+    return Stopping(input_size)
+
+
+def _record(model: nn.Module, shape: tuple, device: torch.device,
+            source: nn.Module | None = None, stop: str | None = None):
+    """One forward pass on zeros with every op recorded (see :mod:`equivlib.tracer_rules`);
+    mode and hooks restored. ``source``: the model ``model`` is a meta-device copy of, whose
+    buffers' values (e.g. a precomputed attention mask) the rules may need. ``stop``: see
+    :func:`trace`."""
     param = next(model.parameters(), None)
     x = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32,
                     device=device)
-    recorder = Recorder(tuple(shape[-2:]))
+    recorder = _recorder(tuple(shape[-2:]), stop)
     recorder.track_input(x)
     if source is not None:
         values = dict(source.named_buffers())
@@ -299,6 +337,8 @@ def _record(model: nn.Module, shape: tuple, device: torch.device,
     try:
         with torch.no_grad(), recorder:
             model(x)
+    except _Stopped:
+        pass
     finally:
         torch.set_num_threads(threads)
         model.train(was_training)
@@ -313,7 +353,10 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def _search_model(model: nn.Module, n: int, in_channels: int | None) -> nn.Module:
-    """A meta-device copy for repeated traces when the model runs on meta, else the model."""
+    """A meta-device copy for repeated traces when the model runs on meta, else the model
+    (a model already on the meta device is its own copy)."""
+    if _on_meta(model):
+        return model
     try:
         meta = copy.deepcopy(model).to("meta")
         _record(meta, infer_input_shape(meta, (n, n), in_channels), torch.device("meta"))
@@ -324,7 +367,7 @@ def _search_model(model: nn.Module, n: int, in_channels: int | None) -> nn.Modul
 
 def trace(
     model: nn.Module, input_size: int | Pair, in_channels: int | None = None,
-    name: str | None = None,
+    name: str | None = None, *, stop: str | None = None,
 ) -> TraceReport:
     """Run one forward pass of ``model`` on zeros of the given spatial size and report every
     subsampling layer (any stride > 1 conv / pooling, from equivlib layers, torch.nn
@@ -335,7 +378,16 @@ def trace(
     An op it cannot judge is a row with ``exact=None`` ("<op> at <layer> not judged"): the
     report is then never exact. Windows and merges are listed even where symmetric;
     positional embeddings and flattening heads are ``grid_only`` rows (the verdict reads
-    ``EXACT (GRID ONLY)``). Mode and weights are left unchanged."""
+    ``EXACT (GRID ONLY)``). Mode and weights are left unchanged.
+
+    ``stop`` (for callers that only need the verdict, e.g. a table of many sizes): "broken"
+    stops judging at the first row that breaks exactness (the report has the rows up to it:
+    the same verdict and the same first breaking layer; the forward pass still runs to its
+    end, so a size the model refuses still raises); "unproven" ends the forward pass at the
+    first row that is not exact (the report then says only that the size is not exact: not
+    exact, unknown, or refused further on). None (default): every row."""
+    if stop not in STOPS:
+        raise ValueError(f"stop must be one of {STOPS}, got {stop!r}")
     size = _pair(input_size)
     if min(size) < 1:
         raise ValueError(f"input_size must be positive, got {input_size!r}")
@@ -343,7 +395,7 @@ def trace(
     try:  # shapes are all the trace needs: a copy on the meta device computes no values
         meta = model if _on_meta(model) else copy.deepcopy(model).to("meta")
         recorder = _record(meta, shape, torch.device("meta"),
-                           source=None if meta is model else model)
+                           source=None if meta is model else model, stop=stop)
     except Exception as exc:  # data-dependent code cannot run on meta: run the real model
         if _on_meta(model):  # nothing real to run: the model's own reason (e.g. a fixed size)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -352,7 +404,7 @@ def trace(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         try:
-            recorder = _record(model, shape, device)
+            recorder = _record(model, shape, device, stop=stop)
         except RuntimeError as exc:
             raise ValueError(
                 f"{type(model).__name__} cannot run on input of shape {tuple(shape)}: {exc}"
@@ -366,16 +418,19 @@ def exact_input_sizes(model: nn.Module, sizes, in_channels: int | None = None) -
     """The sizes among ``sizes`` at which ``trace`` finds the model exact."""
     sizes = list(sizes)
     probe = _search_model(model, max(sizes), in_channels) if sizes else model
-    return [n for n in sizes if trace(probe, n, in_channels).exact is True]
+    return [n for n in sizes if trace(probe, n, in_channels, stop="broken").exact is True]
 
 
 def nearest_exact_size(
     model: nn.Module, n: int, in_channels: int | None = None, max_distance: int = 64,
-    direction: str = "nearest",
+    direction: str = "nearest", known: Mapping[int, bool] | None = None,
 ) -> int | None:
     """The exact input size closest to ``n`` (ties go to the larger size), searching at most
     ``max_distance`` pixels away; ``direction`` 'up' or 'down' searches one side only.
-    None when there is none in range (e.g. a layer with asymmetric padding)."""
+    None when there is none in range (e.g. a layer with asymmetric padding), or at a size
+    the network refuses. ``known``: sizes already traced, each with whether ``trace`` found
+    it exact (a size it refused: False); they are not traced again. Each other size is
+    traced only until its first row that is not exact (``trace(..., stop="unproven")``)."""
     if direction not in ("nearest", "up", "down"):
         raise ValueError(f"direction must be 'nearest', 'up' or 'down', got {direction!r}")
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
@@ -384,7 +439,8 @@ def nearest_exact_size(
             or max_distance < 0:
         raise ValueError(f"max_distance must be an integer >= 0, got {max_distance!r}")
     n, max_distance = int(n), int(max_distance)
-    probe = _search_model(model, n, in_channels)
+    known = {} if known is None else known
+    probe = None
     for distance in range(max_distance + 1):
         candidates = []
         if direction in ("nearest", "up"):
@@ -392,8 +448,14 @@ def nearest_exact_size(
         if direction in ("nearest", "down") and distance and n - distance >= 1:
             candidates.append(n - distance)
         for m in candidates:
+            if m in known:
+                if known[m]:
+                    return m
+                continue
+            if probe is None:
+                probe = _search_model(model, n, in_channels)
             try:
-                if trace(probe, m, in_channels).exact is True:
+                if trace(probe, m, in_channels, stop="unproven").exact is True:
                     return m
             except ValueError:
                 continue  # too small for the network

@@ -237,3 +237,50 @@ def test_a_network_that_starts_with_a_group_conv_gets_a_group_map():
     report = trace(nn.Sequential(MyGroupConv("p4m", 2, 2, 3, stride=2, padding=1)), 9)
     assert report.exact is True and report.rows[0].input_size == (9, 9)
     assert trace(nn.Sequential(MyGroupConv("p4m", 2, 2, 3, stride=2, padding=1)), 8).exact is False
+
+
+def _meta(name: str) -> nn.Module:
+    from equivlib.experiments.zoo import build_on_meta
+
+    return build_on_meta(name)
+
+
+@pytest.mark.parametrize("name, size", [
+    ("resnet18", 224), ("resnet18", 225), ("densenet121", 222), ("swin_t", 224),
+    ("swin_v2_t", 224), ("swin_v2_t", 256), ("vit_b_16", 224), ("alexnet", 223),
+])
+def test_stopping_early_keeps_the_verdict_and_the_first_breaking_layer(name, size):
+    """stop="broken" (the zoo's cells) reports the rows up to the first breaking one: the same
+    verdict and culprit as the full trace; stop="unproven" (the nearest-size search) ends at
+    the first row that is not exact, and is exact exactly where the full trace is."""
+    model = _meta(name)
+    full = trace(model, size)
+    broken, unproven = trace(model, size, stop="broken"), trace(model, size, stop="unproven")
+    assert broken.exact is full.exact and (unproven.exact is True) is (full.exact is True)
+    if full.exact is False:
+        first = full.breaking()[0]
+        assert broken.breaking() == [first] and broken.rows == full.rows[:len(broken.rows)]
+        assert len(broken.rows) < len(full.rows) or full.rows[-1] == first
+    else:
+        assert broken.rows == full.rows
+    assert unproven.rows == full.rows[:len(unproven.rows)]
+    if full.exact is True:
+        assert unproven.rows == full.rows
+    else:  # it ends at the first row that is not exact
+        assert [r.exact is True for r in unproven.rows] == [True] * (len(unproven.rows) - 1) \
+            + [False]
+
+
+@pytest.mark.parametrize("size", [220, 226])
+def test_a_size_refused_after_a_breaking_layer_is_still_refused(size):
+    """MaxViT's stem breaks at even sizes and its window partition then refuses them: the
+    cells stay n/a (the forward pass runs to its end), the search just moves on."""
+    model = _meta("maxvit_t")
+    with pytest.raises(ValueError, match="refuses input") as full:
+        trace(model, size)
+    with pytest.raises(ValueError, match="refuses input") as broken:
+        trace(model, size, stop="broken")
+    assert str(broken.value) == str(full.value)
+    assert trace(model, size, stop="unproven").exact is False
+    with pytest.raises(ValueError, match="stop"):
+        trace(model, size, stop="early")

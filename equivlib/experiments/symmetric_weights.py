@@ -23,11 +23,21 @@ import types
 import torch
 from torch import nn
 
+_CHUNK = 1 << 20  # elements averaged at once: a large tensor goes through the cache in pieces
+
 
 def d4_average(t: torch.Tensor, dims: tuple[int, int] = (-2, -1)) -> torch.Tensor:
-    """The mean of the 8 rotations and flips of ``t`` over its two (equal) ``dims``."""
+    """The mean of the 8 rotations and flips of ``t`` over its two (equal) ``dims``. A large
+    tensor is averaged in slices of its first dim (when that is not one of ``dims``): the same
+    sums in the same order, element by element, a few times faster than whole copies."""
     if t.shape[dims[0]] != t.shape[dims[1]]:
         raise ValueError(f"d4_average needs a square grid, got {tuple(t.shape)} over {dims}")
+    step = max(1, _CHUNK // max(1, t[0].numel())) if t.dim() > 2 else t.shape[0]
+    if t.numel() > 4 * _CHUNK and t.shape[0] > step and 0 not in {d % t.dim() for d in dims}:
+        out = torch.empty_like(t)
+        for i in range(0, t.shape[0], step):
+            out[i:i + step] = d4_average(t[i:i + step], dims)
+        return out
     total = torch.zeros_like(t)
     for k in range(4):  # accumulated one copy at a time: a VGG head holds 10^8 weights
         turned = torch.rot90(t, k, dims)

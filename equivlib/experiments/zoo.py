@@ -95,9 +95,11 @@ def build_on_meta(name: str) -> nn.Module:
 def trace_cell(model: nn.Module, size: int) -> dict:
     """One cell of the table: ``verdict`` (see :data:`VERDICTS`), ``grid_only`` (exact grids,
     but invariance also needs a symmetric positional embedding or flattening head), the
-    first layer that breaks exactness, cannot be judged or is grid-only, and a short note."""
+    first layer that breaks exactness, cannot be judged or is grid-only, and a short note.
+    The trace stops judging at the first layer that breaks exactness (``stop="broken"``:
+    the cell only names that layer; a size the model refuses is still n/a)."""
     try:
-        report = trace(model, size)
+        report = trace(model, size, stop="broken")
     except Exception as exc:  # the model refuses this size (fixed-size ViTs, too small)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {"verdict": "n/a", "grid_only": False, "layer": "", "note": reason[:160]}
@@ -123,7 +125,8 @@ def model_rows(name: str, sizes: Sequence[int], reference: int = 224,
                ) -> tuple[list[dict], dict]:
     """The table cells of one model at ``sizes`` and its summary row (family, the nearest
     exact size to ``reference`` within 32 pixels, seconds, or why it could not be built).
-    ``on_cell()`` is called after each size is traced."""
+    ``on_cell()`` is called after each size is traced. The search for the nearest size
+    reuses the verdicts of ``sizes`` and traces only the other sizes it needs."""
     tick = time.perf_counter()
     try:
         model = build(name)
@@ -137,7 +140,8 @@ def model_rows(name: str, sizes: Sequence[int], reference: int = 224,
         if on_cell is not None:
             on_cell()
     try:
-        nearest = nearest_exact_size(model, reference, max_distance=32)
+        nearest = nearest_exact_size(model, reference, max_distance=32, known={
+            cell["size"]: cell["verdict"] == "exact" for cell in cells})
     except Exception:  # a model that refuses other sizes
         nearest = None
     return cells, {"model": name, "family": family(name), "built": True, "nearest": nearest,

@@ -150,14 +150,27 @@ def measure_model(tasks: Sequence[Task], seed: int = 0,
     return rows, time.perf_counter() - tick
 
 
+def _flops_per_pixel(name: str) -> float:
+    """Multiply-adds per input pixel of torchvision model ``name``, from its default weights'
+    metadata (``_ops`` at their crop size; nothing is downloaded); 1.0 when it has none."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        return float(weights.meta["_ops"]) / weights.transforms.keywords["crop_size"] ** 2
+    except Exception:  # not a torchvision model, or weights without that metadata
+        return 1.0
+
+
 def _cost(tasks: Sequence[Task]) -> float:
-    return sum(t.size ** 2 for t in tasks)
+    """The relative time a model's measurements take: its forward passes' multiply-adds."""
+    return _flops_per_pixel(tasks[0].model) * sum(t.size ** 2 for t in tasks)
 
 
 def measure(tasks: Sequence[Task], workers: int = 1, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Run ``tasks`` (model by model; ``workers`` > 1: that many spawned processes, one
-    thread each, largest models first) and return one row per task (:data:`COLUMNS`).
+    """Run ``tasks`` (model by model, the costliest first (:func:`_cost`); ``workers`` > 1:
+    that many spawned processes, one thread each) and return one row per task (:data:`COLUMNS`).
     ``progress(done, total)`` is called as models finish (left unset: a progress event for
     ``./run_all.sh``'s display). The seconds per model are in ``attrs["timing"]``."""
     if progress is None:

@@ -98,3 +98,34 @@ def test_zoo_command(capsys):
                     "resnet18": [".", "E"]}
     assert main(["zoo", "nope:thing"]) == 2
     assert main(["zoo", "resnet18", "--sizes", "x"]) == 2
+
+
+@pytest.mark.parametrize("name, nearest, searched", [
+    ("resnet18", 225, 0), ("squeezenet1_1", 223, 0), ("densenet121", 221, 0),
+    ("googlenet", 237, 13),  # 219-212 below and 233-237 above (237 is found first)
+    ("swin_v2_t", 256, 51),  # 193-219 below and 233-256 above (256 before 192)
+])
+def test_nearest_size_search_reuses_the_traced_cells(monkeypatch, name, nearest, searched):
+    """model_rows traces each size once: the search for the nearest exact size starts from
+    the table's verdicts and traces only sizes outside it. It finds the same size as a search
+    on its own, and one pixel above that size is not exact."""
+    import equivlib.exactness as exactness
+
+    calls: list[int] = []
+    real = exactness.trace
+
+    def counting(model, size, *args, **kwargs):
+        calls.append(size)
+        return real(model, size, *args, **kwargs)
+
+    monkeypatch.setattr(exactness, "trace", counting)
+    monkeypatch.setattr(zoo, "trace", counting)
+    sizes = list(range(220, 233))
+    cells, row = zoo.model_rows(name, sizes)
+    assert row["nearest"] == nearest
+    assert calls[:len(sizes)] == sizes and len(calls) == len(sizes) + searched
+    assert not set(calls[len(sizes):]) & set(sizes)
+    model = zoo.build_on_meta(name)
+    assert exactness.nearest_exact_size(model, 224, max_distance=32) == nearest
+    assert zoo.trace_cell(model, nearest)["verdict"] == "exact"
+    assert zoo.trace_cell(model, nearest + 1)["verdict"] == "not exact"

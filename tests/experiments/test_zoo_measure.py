@@ -66,6 +66,44 @@ def test_d4_average_needs_a_square_grid():
         d4_average(torch.randn(2, 3))
 
 
+def _whole_d4_average(t: torch.Tensor, dims: tuple[int, int]) -> torch.Tensor:
+    total = torch.zeros_like(t)  # the 8 copies summed over the whole tensor, in that order
+    for k in range(4):
+        total += torch.rot90(t, k, dims)
+        total += torch.rot90(t, k, dims).flip(dims[1])
+    return total / 8
+
+
+@pytest.mark.parametrize("shape, dims", [
+    ((50, 6, 7, 7), (-2, -1)),  # a flattening head's weights, viewed as 7x7 maps
+    ((3, 5, 5, 9), (1, 2)),  # a positional embedding over a 5x5 grid
+    ((13, 13, 4), (0, 1)),  # a bias table: its first dim is a grid dim, never sliced
+])
+def test_d4_average_in_slices_is_the_whole_average_bit_for_bit(monkeypatch, shape, dims):
+    """Large tensors are averaged a slice of the first dim at a time: element by element the
+    same sums in the same order, so the measured logits do not change in the last bit."""
+    import equivlib.experiments.symmetric_weights as sw
+
+    t = torch.randn(shape, dtype=torch.float64)
+    monkeypatch.setattr(sw, "_CHUNK", 16)  # slices of a few elements: many of them
+    assert torch.equal(d4_average(t, dims), _whole_d4_average(t, dims))
+    assert not torch.equal(d4_average(t, dims), t)
+
+
+@pytest.mark.parametrize("big, small", [
+    ([("vit_h_14", 224)], [("resnet18", 512)]),  # 167 GMACs at 224 against 1.8 (x5.2)
+    ([("convnext_large", 224)], [("convnext_tiny", 256)]),
+    ([("regnet_y_128gf", 225)], [("vgg11", 224), ("vgg11", 256)]),
+    ([("resnet18", 256)], [("resnet18", 224)]),
+    ([("mine", 512)], [("mine", 256)]),  # no weights metadata: sizes alone
+])
+def test_the_costliest_models_are_measured_first(big, small):
+    def tasks(pairs):
+        return [zm.Task(m, n, "exact", False, zm.KERNELS) for m, n in pairs]
+
+    assert zm._cost(tasks(big)) > zm._cost(tasks(small))
+
+
 # ------------------------------------------------------------------ measured pairs
 def _measure(model: nn.Module, size: int, positional: bool = False) -> float:
     symmetrize(model, positional=positional)
