@@ -232,8 +232,9 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if min(len(a), len(b)) < 2 or (a.std() == 0 and b.std() == 0):
         return float("nan"), float("nan")
-    with warnings.catch_warnings():  # scipy warns about the constant side (an invariant
-        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)  # model's drop 0)
+    with warnings.catch_warnings():
+        # scipy warns when one side is constant (an invariant model's drop of 0): harmless
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         res = ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
