@@ -1,4 +1,5 @@
-"""A finished run's model, rebuilt from its checkpoint, and its predictions on the test set.
+"""Restore a finished run: its model rebuilt from its checkpoint, and that model's predictions
+on the test set.
 
 The results store keeps a run's metrics, not its outputs; analyses that need per-image
 predictions (which digits a model confuses) rebuild the tested model from
