@@ -1,4 +1,12 @@
-"""Measure equivariance: per-element errors, per-layer errors, and an assertion.
+"""The equivariance measurement: :func:`equivariance_error` (per group element),
+:func:`layerwise_errors` (per submodule, one batched forward pass) and
+:func:`assert_equivariant` (raises ``AssertionError`` above a tolerance).
+
+"Checks" here means measuring a network's equivariance on inputs. What the layer shapes alone
+say (is every subsampling grid symmetric?) is :mod:`equivlib.exactness` (the condition) and
+:mod:`equivlib.tracer` (any ``nn.Module``); measured and traced verdicts agree for exact
+layers with symmetric weights. Bad arguments raise ``ValueError`` / ``TypeError`` before any
+forward pass.
 
 The error of a map ``Φ`` on inputs ``x`` under a non-identity element ``g`` is
 
@@ -311,7 +319,7 @@ def assert_equivariant(
             f"{tol:.3g} ({x.dtype}, input={input!r}, output={output!r}, input size "
             f"{tuple(x.shape[-2:])}).\n  per element: {per_element}\n"
             "  Hint: the usual cause is an inexact subsampling layer (stride > 1 whose input "
-            "size n does not satisfy (n + 2p - d(k-1) - 1) % s == 0); see equivlib.exactness "
+            "size n does not satisfy (n + 2p - d(k-1) - 1) % s == 0); see equivlib.tracer "
             "for the nearest exact input sizes."
         )
     return errors

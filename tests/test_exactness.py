@@ -1,8 +1,15 @@
-"""is_exact / output_size against hand-worked cases (DESIGN.md §2)."""
+"""The exactness arithmetic (DESIGN.md §2): is_exact / output_size against hand-worked cases,
+chains of layers, the shifted-window condition, and the deprecated tracer aliases."""
 
 import pytest
 
-from equivlib.exactness import is_exact, is_exact_stack, output_size, stage_sizes
+from equivlib.exactness import (
+    is_exact,
+    is_exact_stack,
+    output_size,
+    shifted_windows_symmetric,
+    stage_sizes,
+)
 
 
 @pytest.mark.parametrize(
@@ -94,10 +101,59 @@ def test_kernel_larger_than_input_has_no_output():
         output_size(2, 5, 1, 0)
 
 
-@pytest.mark.parametrize("n", [0, -5, 28.0, True])
-def test_nearest_exact_size_refuses_what_trace_refuses(n):
-    from equivlib.exactness import nearest_exact_size
-    from equivlib.models import get_model
+@pytest.mark.parametrize("window", range(1, 9))
+@pytest.mark.parametrize("windows", [1, 2, 3, 4])
+def test_shifted_window_condition_is_twice_the_shift_divisible_by_the_window(window, windows):
+    """Boundaries {(k*w + s) mod n} mirror onto {(-k*w - s) mod n}: the same set iff
+    2s ≡ 0 (mod w), i.e. the shift is 0 or w/2."""
+    n = window * windows
+    for shift in range(-n, 2 * n):
+        cuts = {(k * window + shift) % n for k in range(windows)}
+        mirrored = {(n - c) % n for c in cuts}
+        assert shifted_windows_symmetric(n, window, shift) is (cuts == mirrored)
+        assert (cuts == mirrored) is ((2 * shift) % window == 0)
 
-    with pytest.raises(ValueError, match=r"^n must be a positive integer \(an input size\), got "):
-        nearest_exact_size(get_model("p4_mnist_cnn", channels=2), n)
+
+def test_shifted_window_condition_needs_tiling_windows():
+    with pytest.raises(ValueError, match="tile"):
+        shifted_windows_symmetric(10, 4, 2)
+
+
+# ----------------------------------------------------------------- the tracer moved out
+MOVED_TO_TRACER = ["STOPS", "TraceReport", "TraceRow", "exact_input_sizes",
+                   "infer_input_shape", "nearest_exact_size", "trace"]
+
+
+@pytest.mark.parametrize("name", MOVED_TO_TRACER)
+def test_the_tracer_names_still_work_from_exactness_and_warn(name):
+    import equivlib.exactness as exactness
+    import equivlib.tracer as tracer
+
+    message = (rf"^equivlib\.exactness\.{name} moved to equivlib\.tracer\.{name}; "
+               r"the alias goes in equivlib 0\.2$")
+    with pytest.warns(DeprecationWarning, match=message):
+        assert getattr(exactness, name) is getattr(tracer, name)
+
+
+def test_a_from_import_of_a_moved_name_warns_where_it_is_written():
+    with pytest.warns(DeprecationWarning) as caught:
+        from equivlib.exactness import trace
+    from equivlib.tracer import trace as moved
+
+    assert trace is moved
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_exactness_has_no_other_names_and_imports_nothing_from_equivlib():
+    """The arithmetic sits below the tracer: it imports no equivlib module at load time."""
+    import ast
+    from pathlib import Path
+
+    import equivlib.exactness as exactness
+
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        exactness.no_such_name  # noqa: B018
+    tree = ast.parse(Path(exactness.__file__).read_text())
+    imported = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.split(".")[0] == "equivlib"]

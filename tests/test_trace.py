@@ -1,4 +1,4 @@
-"""exactness.trace on plain torch networks: its verdict agrees with the measured equivariance.
+"""tracer.trace on plain torch networks: its verdict agrees with the measured equivariance.
 
 Convolutions get D4-symmetric filters (invariant under 90° rotations and flips), so a plain
 CNN is exactly equivariant precisely when every subsampling grid is symmetric: the paired
@@ -13,7 +13,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from equivlib.exactness import exact_input_sizes, is_exact, nearest_exact_size, trace
+from equivlib.exactness import is_exact
+from equivlib.tracer import exact_input_sizes, nearest_exact_size, trace
 
 TIGHT = 1e-12  # float64 rounding
 LOOSE = 1e-3  # an inexact layer errs by far more
@@ -284,3 +285,11 @@ def test_a_size_refused_after_a_breaking_layer_is_still_refused(size):
     assert trace(model, size, stop="unproven").exact is False
     with pytest.raises(ValueError, match="stop"):
         trace(model, size, stop="early")
+
+
+@pytest.mark.parametrize("n", [0, -5, 28.0, True])
+def test_nearest_exact_size_refuses_what_trace_refuses(n):
+    from equivlib.models import get_model
+
+    with pytest.raises(ValueError, match=r"^n must be a positive integer \(an input size\), got "):
+        nearest_exact_size(get_model("p4_mnist_cnn", channels=2), n)

@@ -15,14 +15,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from equivlib.exactness import (
-    TraceReport,
-    TraceRow,
-    exact_input_sizes,
-    shifted_windows_symmetric,
-    trace,
-)
+from equivlib.exactness import shifted_windows_symmetric
 from equivlib.experiments import zoo
+from equivlib.tracer import TraceReport, TraceRow, exact_input_sizes, trace
 
 TIGHT = 1e-10  # float64 rounding, with margin
 LOOSE = 1e-4  # a broken symmetry errs by far more
@@ -67,24 +62,6 @@ def assert_pair(report: TraceReport, error: float, exact: bool) -> None:
 
 
 # ----------------------------------------------------------------- shifted windows (Swin)
-@pytest.mark.parametrize("window", range(1, 9))
-@pytest.mark.parametrize("windows", [1, 2, 3, 4])
-def test_shifted_window_condition_is_twice_the_shift_divisible_by_the_window(window, windows):
-    """Boundaries {(k*w + s) mod n} mirror onto {(-k*w - s) mod n}: the same set iff
-    2s ≡ 0 (mod w), i.e. the shift is 0 or w/2."""
-    n = window * windows
-    for shift in range(-n, 2 * n):
-        cuts = {(k * window + shift) % n for k in range(windows)}
-        mirrored = {(n - c) % n for c in cuts}
-        assert shifted_windows_symmetric(n, window, shift) is (cuts == mirrored)
-        assert (cuts == mirrored) is ((2 * shift) % window == 0)
-
-
-def test_shifted_window_condition_needs_tiling_windows():
-    with pytest.raises(ValueError, match="tile"):
-        shifted_windows_symmetric(10, 4, 2)
-
-
 class WindowAttention(nn.Module):
     """Swin's recipe on a channels-last map: cyclic shift, window partition by view /
     permute / reshape, attention inside each window (optionally with Swin's mask, built in
@@ -747,3 +724,23 @@ def test_zoo_cells(name, n, verdict):
 def test_convnext_has_no_unjudged_ops():
     report = trace(torchvision.models.convnext_tiny(), 224)
     assert report.exact is True and not report.unjudged() and not report.grid_only
+
+
+def test_the_rule_modules_old_names_still_work_and_warn():
+    """equivlib.tracer_rules became a package (one module per op family): Recorder is its
+    API; the old module's other public names are deprecated aliases."""
+    import equivlib.tracer_rules as rules
+    from equivlib.tracer_rules.catalogue import POINTWISE
+    from equivlib.tracer_rules.locations import Space
+    from equivlib.tracer_rules.recorder import Recorder
+    from equivlib.tracer_rules.tensors import Info
+
+    assert rules.Recorder is Recorder and rules.__all__ == ["Recorder"]
+    for name, value, module in (("Space", Space, "locations"), ("Info", Info, "tensors"),
+                                ("POINTWISE", POINTWISE, "catalogue")):
+        with pytest.warns(DeprecationWarning, match=rf"^equivlib\.tracer_rules\.{name} moved to "
+                          rf"equivlib\.tracer_rules\.{module}\.{name}; the alias goes in "
+                          r"equivlib 0\.2$"):
+            assert getattr(rules, name) is value
+    with pytest.raises(AttributeError):
+        rules.no_such_name  # noqa: B018

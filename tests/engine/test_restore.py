@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from equivlib.engine.checkpoint import load_checkpoint
+from equivlib.engine.restore import predict_test_set, rebuild_tested_model
 from equivlib.engine.run import StopTraining, run
-from equivlib.engine.trained import predict_test_set, rebuild_tested_model
 from equivlib.experiments.rotmnist import rotmnist_config
 
 SMALL = dict(epochs=3, batch_size=32, sizes=(160, 64, 96), angles=[0.0, 90.0, 30.0],
@@ -73,3 +73,15 @@ def test_an_unfinished_run_is_refused(tmp_path):
         run(config, checkpoint_dir=tmp_path, stop_after_epoch=1)
     with pytest.raises(ValueError, match="stopped after epoch 1 of 3"):
         rebuild_tested_model(config, tmp_path, num_classes=10)
+
+
+@pytest.mark.parametrize("name", ["predict_test_set", "rebuild_tested_model"])
+def test_the_old_module_path_still_works_and_warns(name):
+    import equivlib.engine.restore as restore
+    import equivlib.engine.trained as trained
+
+    with pytest.warns(DeprecationWarning, match=rf"^equivlib\.engine\.trained\.{name} moved to "
+                      rf"equivlib\.engine\.restore\.{name}; the alias goes in equivlib 0\.2$"):
+        assert getattr(trained, name) is getattr(restore, name)
+    with pytest.raises(AttributeError):
+        trained.no_such_name  # noqa: B018
