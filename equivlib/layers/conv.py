@@ -1,41 +1,23 @@
-"""P4 / P4M layers: lifting conv, group conv, group batch norm, spatial and coset pooling.
+"""Lifting and group convolutions on P4 / P4M, their shared base and the filter-bank cache.
 
-Group feature maps have shape ``(B, C, |G|, H, W)`` (see :mod:`equivlib.groups`). Convs build
-the whole transformed filter bank with one gather (an index tensor made by applying
-``torch.rot90`` / ``torch.flip`` to ``arange``) and run a single ``F.conv2d``. Where nothing
-differentiates through the bank (eval mode or ``no_grad``) it is built once and cached until
-a parameter changes (see ``_GroupConvBase.expanded_weight``); the cached bank is bitwise the
-rebuilt one.
+A conv builds its whole transformed filter bank with one gather (an index tensor made by
+applying ``torch.rot90`` / ``torch.flip`` to ``arange``) and runs a single ``F.conv2d``. Where
+nothing differentiates through the bank (eval mode or ``no_grad``) it is built once and
+cached until a parameter changes (see :meth:`_GroupConvBase.expanded_weight`); the cached
+bank is bitwise the rebuilt one. The output is an orientation-major view of the conv's 4-D
+output, in the input's memory format (see :mod:`equivlib.layers`). State dicts keep the
+weights' ``(Cout, Cin, [|G|,] k, k)`` shapes; :meth:`_GroupConvBase.export` gives the bank
+as a plain ``nn.Conv2d``.
 
-Memory layout. A conv's output is a view of one 4-D tensor ``(B, |G|·C, H, W)`` in
-**orientation-major** channel order (channel ``g·C + c`` holds channel ``c`` at orientation
-``g``), in the memory format of the conv (NCHW or channels_last): the 5-D map is that
-tensor's ``.view(B, |G|, C, H, W).transpose(1, 2)``, same shape and values as always, only
-its strides differ. Every layer folds its input back to 4-D without copying (either channel
-order; an input that admits neither view is copied once) and keeps the memory format:
-the convs gather their bank in the input's memory format; batch norm runs native kernels
-on a view whose channel axis is ``C`` (in channels_last ``(B·H·W·|G|, C)``, in NCHW
-``(B·|G|, C, H·W)``; for fewer than 16 channels in channels_last, native statistics per
-(orientation, channel) on the 4-D map, merged per channel, see :func:`batch_norm`); the
-spatial pools run one ``F.max_pool2d`` / ``F.avg_pool2d`` on the 4-D view, coset pooling a
-reduction over the orientation axis in memory order. So
-``model.to(memory_format=torch.channels_last)`` runs every layer in channels_last without a
-layout copy, and the statistics shared over orientations cost about what per-channel ones
-do. State dicts do not depend on any of this (weights keep their ``(Cout, Cin, [|G|,] k,
-k)`` shapes); :meth:`_GroupConvBase.export` gives the channel-major bank.
-
-Exactness: a layer with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` is exactly
+Exactness: a conv with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` is exactly
 equivariant on an input of spatial size ``n`` iff ``(n + 2p - d(k-1) - 1) % s == 0`` along
-each spatial axis (see :mod:`equivlib.exactness`). Stride 1 always satisfies it. The layout
-changes the order of float summation, never which sizes are exact.
+each spatial axis (see :mod:`equivlib.exactness`). Stride 1 always satisfies it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -43,137 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from equivlib.groups import Group, get_group
+from equivlib.layers._layout import fold_group_map, unfold_group_map
+from equivlib.layers._validation import check_input, padding_arg, positive_int
+from equivlib.layers.base import GroupLayer, Takes, with_exactness
 
-__all__ = [
-    "CosetPool",
-    "GroupAvgPool2d",
-    "GroupBatchNorm",
-    "GroupConv2d",
-    "GroupMaxPool2d",
-    "LiftingConv2d",
-]
+__all__ = ["FLAT_INDEX_LIMIT", "GroupConv2d", "LiftingConv2d"]
 
-_EXACTNESS_DOC = """
-    Exactness: along each spatial axis of its own input size ``n`` the layer is exactly
-    equivariant iff ``(n + 2p - d(k-1) - 1) % s == 0`` (kernel ``k``, stride ``s``, padding
-    ``p``, dilation ``d``). Stride 1 always satisfies it.
-
-    .. warning::
-       For stride > 1, one pixel more or less in the input breaks exact equivariance
-       (e.g. 3x3, pad 1, stride 2 needs odd ``n``; 2x2 stride-2 pooling needs even ``n``).
-"""
-
-
-def _with_exactness(cls: type) -> type:
-    cls.__doc__ = (cls.__doc__ or "") + _EXACTNESS_DOC
-    return cls
-
-
-# ---------------------------------------------------------------------------- validation
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _padding(value: object) -> int:
-    if isinstance(value, str):
-        raise TypeError(
-            f"padding must be a non-negative int (symmetric zero padding), got the string "
-            f"{value!r}; string padding such as 'same' can be asymmetric and break equivariance"
-        )
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"padding must be a non-negative int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"padding must be a non-negative int, got {value!r}")
-    return value
-
-
-def _check_input(layer: str, x: object, shape: str, rank: int, checks: dict[int, int]) -> None:
-    """``checks`` maps a dim to its expected size."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{layer} expects a torch.Tensor of shape {shape}, got {type(x).__name__}")
-    if x.dim() != rank:
-        raise ValueError(
-            f"{layer} expects a {rank}-D input of shape {shape}, got {x.dim()}-D "
-            f"shape {tuple(x.shape)}"
-        )
-    for dim, size in checks.items():
-        if x.shape[dim] != size:
-            what = {1: "channel", 2: "orientation-axis"}.get(dim, f"dim-{dim}")
-            raise ValueError(
-                f"{layer} expects {shape} with {what} size {size}, got {x.shape[dim]} "
-                f"(input shape {tuple(x.shape)})"
-            )
-
-
-# ---------------------------------------------------------------------------- layout
-def _mergeable(x: torch.Tensor, outer: int, inner: int) -> bool:
-    """Whether dims ``outer`` and ``inner`` of ``x`` merge into one dim (outer first) as a
-    view."""
-    return (x.shape[outer] == 1 or x.shape[inner] == 1
-            or x.stride(outer) == x.shape[inner] * x.stride(inner))
-
-
-def fold_group_map(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """A group map ``(B, C, |G|, H, W)`` as ``(B, C·|G|, H, W)`` and whether its channel order is
-    orientation-major (channel ``g·C + c``; else ``c·|G| + g``).
-
-    A view whenever one of the two orders allows it (the layers' own outputs are
-    orientation-major views, a contiguous 5-D tensor is channel-major), so the memory format
-    is kept; otherwise one copy, orientation-major. Folding changes no value.
-    """
-    b, c, g, h, w = x.shape
-    if _mergeable(x, 2, 1):
-        return x.transpose(1, 2).reshape(b, g * c, h, w), True
-    if _mergeable(x, 1, 2):
-        return x.reshape(b, c * g, h, w), False
-    return x.transpose(1, 2).reshape(b, g * c, h, w), True
-
-
-def unfold_group_map(y: torch.Tensor, channels: int, orientation_major: bool) -> torch.Tensor:
-    """Inverse of :func:`fold_group_map`: ``(B, C·|G|, H, W)`` back to ``(B, C, |G|, H, W)``, a
-    view."""
-    b, cg, h, w = y.shape
-    if orientation_major:
-        return y.view(b, cg // channels, channels, h, w).transpose(1, 2)
-    return y.view(b, channels, cg // channels, h, w)
-
-
-def channel_view(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
-    """``x`` of shape ``(B, C, ...)`` as ``(N, C, L)`` over the same memory: the dims stored
-    outside the channel axis merge into ``N``, those stored inside it into ``L``, so
-    reductions per channel see one native-layout tensor (a channels_last map gives
-    ``L = 1``, NCHW gives ``L = H·W``). Returns the view, the permutation applied and the
-    permuted shape (for :func:`from_channel_view`); a layout without such a view is copied
-    to ``(B, C, prod(...))``."""
-    dims = [d for d in range(x.dim()) if d == 1 or x.shape[d] != 1]
-    order = sorted(dims, key=lambda d: -x.stride(d))  # outermost first
-    k = order.index(1)
-    outer, inner = order[:k], order[k + 1:]
-    if all(_mergeable(x, a, b) for part in (outer, inner) for a, b in pairwise(part)):
-        perm = (*outer, 1, *inner, *(d for d in range(x.dim()) if d not in dims))
-        n = math.prod(x.shape[d] for d in outer)
-        inner_size = math.prod(x.shape[d] for d in inner)
-        permuted = x.permute(perm)
-        return permuted.reshape(n, x.shape[1], inner_size), perm, tuple(permuted.shape)
-    perm = tuple(range(x.dim()))
-    return x.reshape(x.shape[0], x.shape[1], -1), perm, tuple(x.shape)
-
-
-def from_channel_view(y: torch.Tensor, perm: tuple[int, ...],
-                      shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`channel_view` for a result ``y`` of the view's shape: same strides as
-    the original input when ``y`` has the view's strides."""
-    inverse = [0] * len(perm)
-    for i, d in enumerate(perm):
-        inverse[d] = i
-    return y.reshape(shape).permute(inverse)
-
-
-# ---------------------------------------------------------------------------- convolutions
 # Banks up to this many elements are built by one gather with a full int32 index (fastest;
 # one for each memory format); larger ones gather per (cout, cin) block, so no layer holds
 # more than 8 MiB of index.
@@ -191,8 +48,8 @@ class _BankCache(NamedTuple):
     storages: tuple
 
 
-class _GroupConvBase(nn.Module):
-    """Shared machinery: weight gather index, bias expansion, bank cache."""
+class _GroupConvBase(GroupLayer, nn.Module):
+    """Shared machinery: weight gather index, bias expansion, bank cache, export."""
 
     group: Group
     index: torch.Tensor
@@ -213,12 +70,12 @@ class _GroupConvBase(nn.Module):
     ) -> None:
         super().__init__()
         self.group = get_group(group)
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.stride = _positive_int("stride", stride)
-        self.padding = _padding(padding)
-        self.dilation = _positive_int("dilation", dilation)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+        self.stride = positive_int("stride", stride)
+        self.padding = padding_arg(padding)
+        self.dilation = positive_int("dilation", dilation)
         k, g = self.kernel_size, self.group.order
         base_shape = (out_channels, in_channels, *([in_orientations] if in_orientations > 1
                                                     else []), k, k)
@@ -437,8 +294,9 @@ class _GroupConvBase(nn.Module):
         ``y.view(B, Cout, |G|, H', W')`` to get this layer's output. With
         ``orientation_major=True`` both channel axes are ordered ``(orientation, channel)``
         and the conv holds bitwise the bank this layer convolves with (what
-        :func:`equivlib.export.export` uses). Later changes to this layer's parameters do not
-        propagate to the exported conv.
+        :func:`equivlib.export.export_model` uses). Later changes to this layer's parameters
+        do not propagate to the exported conv. Exactness: the same function as the layer (in
+        any mode), with the same kernel, stride, padding and dilation.
         """
         with torch.no_grad():
             bank, bias = self._expand() if orientation_major else self.channel_major_weight()
@@ -460,7 +318,7 @@ class _GroupConvBase(nn.Module):
         )
 
 
-@_with_exactness
+@with_exactness
 class LiftingConv2d(_GroupConvBase):
     """Lifting convolution Z2 -> G: ``(B, Cin, H, W)`` -> ``(B, Cout, |G|, H', W')``.
 
@@ -489,13 +347,21 @@ class LiftingConv2d(_GroupConvBase):
         bank = torch.stack([self.group.act_on_image(h, idx) for h in self.group.elements()])
         return bank.reshape(self.group.order, -1)  # (|G|, k·k)
 
+    def export_input(self) -> Takes:
+        """A lifting conv takes an image."""
+        return None
+
+    def export_output(self, group: Group | None) -> Group | None:
+        """It gives a map of its own group."""
+        return self.group
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == self.in_channels):
-            _check_input(type(self).__name__, x, "(B, Cin, H, W)", 4, {1: self.in_channels})
+            check_input(type(self).__name__, x, "(B, Cin, H, W)", 4, {1: self.in_channels})
         return self._conv(x)
 
 
-@_with_exactness
+@with_exactness
 class GroupConv2d(_GroupConvBase):
     """Group convolution G -> G: ``(B, Cin, |G|, H, W)`` -> ``(B, Cout, |G|, H', W')``.
 
@@ -530,290 +396,7 @@ class GroupConv2d(_GroupConvBase):
         order = self.group.order
         if not (isinstance(x, torch.Tensor) and x.dim() == 5 and x.shape[1] == self.in_channels
                 and x.shape[2] == order):
-            _check_input(type(self).__name__, x, f"(B, Cin, {order}, H, W)", 5,
+            check_input(type(self).__name__, x, f"(B, Cin, {order}, H, W)", 5,
                          {1: self.in_channels, 2: order})
         return self._conv(*fold_group_map(x))
 
-
-# ---------------------------------------------------------------------------- normalisation
-# Below this many channels per orientation, a channels_last group map's statistics are taken
-# per (orientation, channel) by the native kernel over all |G|·C channels and merged: the
-# native channels_last kernels vectorise over the channel axis, and a view with C < 16
-# channels fills less than one AVX-512 register (measured: C = 10, 12 twice as slow as the
-# merged path; C = 32, 64 the view is faster).
-SMALL_CHANNELS = 16
-
-
-class StatisticsExchange:
-    """How a batch norm shares statistics beyond its own batch (the synchronised batch norms
-    of :mod:`equivlib.engine.sync_batchnorm` pass an all-gather / all-reduce over
-    processes); this base class is one process: nothing to exchange."""
-
-    def gather(self, local: torch.Tensor) -> torch.Tensor:
-        """``(P, n)``: the 1-D float64 ``local`` of each of the ``P`` participants."""
-        return local.unsqueeze(0)
-
-    def sum_(self, sums: torch.Tensor) -> torch.Tensor:
-        """``sums`` summed over the participants, in place."""
-        return sums
-
-
-def _merge_statistics(table: torch.Tensor, parts: int, channels: int,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Global (count, mean, biased variance) per channel from rows ``[n, mean (parts·C),
-    var (parts·C)]`` (float64), one row per participant, ``parts`` equal-count parts per
-    channel in each: Chan et al.'s merge ``M2 = Σ n_i var_i + Σ n_i (mean_i - mean)²``, a sum of
-    non-negative terms (no cancellation whatever the data's offset)."""
-    counts = table[:, :1].unsqueeze(-1)  # (P, 1, 1), per part
-    size = parts * channels
-    means = table[:, 1:1 + size].view(-1, parts, channels)
-    variances = table[:, 1 + size:].view(-1, parts, channels)
-    total = counts.sum() * parts
-    mean = (counts * means).sum((0, 1)) / total
-    m2 = (counts * variances).sum((0, 1)) + (counts * (means - mean) ** 2).sum((0, 1))
-    return total, mean, m2 / total
-
-
-class _SharedBatchNorm(torch.autograd.Function):
-    """Training batch norm of ``x`` (``(N, parts·C, ...)``, channel ``j = part·C + c``) with
-    statistics per ``c`` over every part, position and exchange participant. Forward: one
-    native statistics pass per part-channel, the merge per channel (with an exchange: one
-    gather of ``1 + 2·parts·C`` numbers, merged in float64), one native normalisation pass.
-    Backward: one native reduction pass, (with an exchange: one sum of ``2C`` numbers), the
-    input gradient as a per-channel ``a·dy + b·x + c`` (one native pass, one in-place
-    ``addcmul_``). Returns the output and the global mean, biased variance and count (not
-    differentiable). Parameter gradients are this participant's own. Written with few small
-    ops: on a small map each costs about as much as a native pass."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None,
-                bias: torch.Tensor | None, eps: float, parts: int,
-                exchange: StatisticsExchange | None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        channels = x.shape[1] // parts
-        count = x.numel() // x.shape[1]
-        if count > 0:
-            part_mean, part_var = torch.batch_norm_update_stats(x, None, None, 0.0)
-        else:  # an empty batch (one process's shard) contributes nothing
-            part_mean = part_var = x.new_zeros(x.shape[1])
-        if exchange is None:  # equal parts: mean of means, mean variance + variance of means
-            spread, mean = torch.var_mean(part_mean.view(parts, channels), 0, correction=0)
-            var = part_var.view(parts, channels).mean(0).add_(spread)
-            total = float(count * parts)
-        else:
-            local = torch.cat([part_mean.new_full((1,), float(count)), part_mean, part_var])
-            counts, mean, var = _merge_statistics(exchange.gather(local.to(torch.float64)),
-                                                  parts, channels)
-            total = float(counts)
-        invstd = var.add(eps).rsqrt_()
-        scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
-        shift = -mean * scale if bias is None else torch.addcmul(bias.to(scale.dtype), mean,
-                                                                 scale, value=-1)
-        zeros = x.new_zeros(x.shape[1])
-        ones = zeros + 1
-        y = torch.batch_norm(x, _parts(scale, parts, x.dtype), _parts(shift, parts, x.dtype),
-                             zeros, ones, False, 0.0, 0.0, False)  # x·scale + shift
-        ctx.save_for_backward(x, mean, invstd, scale)
-        ctx.parts, ctx.count, ctx.exchange, ctx.constants = parts, total, exchange, (zeros, ones)
-        ctx.dtypes = (None if weight is None else weight.dtype,
-                      None if bias is None else bias.dtype)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var, total
-
-    @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor, *_: Any) -> tuple:
-        x, mean, invstd, scale = ctx.saved_tensors
-        parts, channels, dtype = ctx.parts, x.shape[1] // ctx.parts, x.dtype
-        # Σ dy and Σ dy·x̂ per (part, channel): one native pass
-        _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
-            dy, x, None, None, None, _parts(mean, parts, dtype), _parts(invstd, parts, dtype),
-            True, 0.0, [False, True, True])
-        local = torch.stack([sum_dy, sum_dy_xhat]).view(2, parts, channels).sum(1)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            sums = local if ctx.exchange is None else ctx.exchange.sum_(
-                local.to(torch.float64, copy=True))
-            total_dy, total_dy_xhat = sums.to(scale.dtype)
-            # dx = scale·(dy - Σdy/n - x̂·Σdy·x̂/n) = scale·dy + b·x + c per channel
-            b = (scale * invstd).mul_(total_dy_xhat).div_(-ctx.count)
-            c = torch.addcmul((total_dy * scale).div_(-ctx.count), b, mean, value=-1)
-            grad_x = torch.batch_norm(x, _parts(b, parts, dtype), _parts(c, parts, dtype),
-                                      *ctx.constants, False, 0.0, 0.0, False)  # b·x + c
-            shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-            grad_x.addcmul_(dy, _parts(scale, parts, dtype).view(shape))
-        weight_dtype, bias_dtype = ctx.dtypes
-        grad_w = local[1].to(weight_dtype) if ctx.needs_input_grad[1] else None
-        grad_b = local[0].to(bias_dtype) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None, None
-
-
-def _parts(t: torch.Tensor, parts: int, dtype: torch.dtype) -> torch.Tensor:
-    """A per-channel vector repeated for each part (``t.repeat(parts)``, cheaper), in
-    ``dtype``."""
-    t = t.to(dtype)
-    return t if parts == 1 else t.expand(parts, t.shape[0]).reshape(-1)
-
-
-def _repeat(t: torch.Tensor | None, parts: int) -> torch.Tensor | None:
-    return t if t is None else _parts(t, parts, t.dtype)
-
-
-def _native_view(x: torch.Tensor) -> tuple[torch.Tensor, int, Callable[[torch.Tensor],
-                                                                        torch.Tensor]]:
-    """The tensor the native kernels see, how many parts each channel has in it, and the map
-    back to ``x``'s shape and layout: a channels_last orientation-major group map with fewer
-    than :data:`SMALL_CHANNELS` channels folded to ``(B, |G|·C, H, W)`` (``|G|`` parts);
-    anything else as :func:`channel_view` (one part)."""
-    if x.dim() == 5 and x.shape[1] < SMALL_CHANNELS:
-        folded, orientation_major = fold_group_map(x)
-        if orientation_major and not folded.is_contiguous() and \
-                folded.is_contiguous(memory_format=torch.channels_last):
-            return folded, x.shape[2], (
-                lambda y: unfold_group_map(y, x.shape[1], orientation_major=True))
-    view, perm, shape = channel_view(x)
-    return view, 1, (lambda y: from_channel_view(y, perm, shape))
-
-
-def batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
-               exchange: StatisticsExchange | None = None) -> torch.Tensor:
-    """``bn``'s batch norm of ``x`` (``(B, C, ...)``): statistics per channel over every other
-    dim (for a group map ``(B, C, |G|, H, W)``: shared over orientations and positions), in
-    ``x``'s memory layout without a layout copy (native kernels on :func:`channel_view`, or
-    on the folded map for few channels in channels_last), output in ``x``'s layout.
-    ``exchange`` widens the training statistics beyond this batch (see
-    :class:`StatisticsExchange`). Running statistics, momentum and ``num_batches_tracked``
-    follow ``nn.BatchNorm*`` (unbiased running variance)."""
-    data, parts, back = _native_view(x)
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
-                  else bn.momentum)
-    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-    running = (bn.running_mean, bn.running_var) if not bn.training or \
-        bn.track_running_stats else (None, None)
-    if not batch_stats or (parts == 1 and exchange is None):  # one native call
-        y = F.batch_norm(data, _repeat(running[0], parts), _repeat(running[1], parts),
-                         _repeat(bn.weight, parts), _repeat(bn.bias, parts), batch_stats,
-                         factor, bn.eps)
-        return back(y)
-    compute = data if data.dtype in (torch.float32, torch.float64) else data.float()
-    y, mean, var, count = _SharedBatchNorm.apply(compute, bn.weight, bn.bias, bn.eps, parts,
-                                                 exchange)
-    if running[0] is not None:
-        with torch.no_grad():
-            running[0].mul_(1 - factor).add_(mean.to(running[0].dtype), alpha=factor)
-            running[1].mul_(1 - factor).add_(var.to(running[1].dtype),
-                                             alpha=factor * count / max(count - 1, 1))
-    return back(y.to(x.dtype))
-
-
-class GroupBatchNorm(nn.BatchNorm3d):
-    """Batch norm for ``(B, C, |G|, H, W)`` maps: statistics and affine parameters per
-    channel, shared over orientations and positions (so it commutes with the group action).
-
-    Native batch-norm kernels on a view of the map (see :func:`batch_norm`): it keeps the
-    memory format and, for the layers' orientation-major maps, costs about what a
-    per-channel ``nn.BatchNorm2d`` does.
-
-    It has no subsampling, so it is exact at every input size.
-    """
-
-    def __init__(
-        self,
-        group: str | Group,
-        channels: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-    ) -> None:
-        self.group = get_group(group)
-        super().__init__(_positive_int("channels", channels), eps, momentum, affine,
-                         track_running_stats)
-
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        _check_input(type(self).__name__, x, f"(B, C, {self.group.order}, H, W)", 5,
-                     {1: self.num_features, 2: self.group.order})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
-        return batch_norm(self, x)
-
-    def extra_repr(self) -> str:
-        return f"{self.group.name}, " + super().extra_repr()
-
-
-# ---------------------------------------------------------------------------- pooling
-class _SpatialPool(nn.Module):
-    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0) -> None:
-        super().__init__()
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.stride = self.kernel_size if stride is None else _positive_int("stride", stride)
-        self.padding = _padding(padding)
-        if self.padding > self.kernel_size // 2:
-            raise ValueError(
-                f"padding must be at most kernel_size // 2 = {self.kernel_size // 2} "
-                f"(PyTorch pooling limit), got {self.padding}"
-            )
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(type(self).__name__, x, "(B, C, |G|, H, W)", 5, {})
-        folded, orientation_major = fold_group_map(x)  # a view: memory format kept
-        return unfold_group_map(self._pool(folded), x.shape[1], orientation_major)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-
-
-@_with_exactness
-class GroupMaxPool2d(_SpatialPool):
-    """Spatial max pooling of a group map ``(B, C, |G|, H, W)`` (each orientation alike).
-    ``stride`` defaults to ``kernel_size``."""
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-
-
-@_with_exactness
-class GroupAvgPool2d(_SpatialPool):
-    """Spatial average pooling of a group map ``(B, C, |G|, H, W)`` (zero padding counted, as
-    in ``nn.AvgPool2d``). ``stride`` defaults to ``kernel_size``."""
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
-
-
-class CosetPool(nn.Module):
-    """Pool over the orientation axis: ``(B, C, |G|, H, W)`` -> ``(B, C, H, W)``.
-
-    ``mode`` is ``"max"`` or ``"mean"``. The result is invariant to the orientation
-    permutation, so it transforms as a plain image. A reduction over the orientation dim of
-    whatever layout the map has (no copy; an orientation-major channels_last map gives a
-    channels_last image). No subsampling: exact at every size.
-    """
-
-    _MODES = ("max", "mean")
-
-    def __init__(self, mode: str = "max") -> None:
-        super().__init__()
-        if mode not in self._MODES:
-            raise ValueError(f"CosetPool mode must be one of {self._MODES}, got {mode!r}")
-        self.mode = mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(type(self).__name__, x, "(B, C, |G|, H, W)", 5, {})
-        # reduce the map with its dims in memory order, so that the result (and the
-        # gradient) keep its layout: a reduction allocates its output in its input's dim order
-        order = sorted(range(5), key=lambda d: -x.stride(d) if x.shape[d] > 1 else 0)
-        stored = x.permute(order)
-        dim = order.index(2)
-        y = stored.amax(dim=dim) if self.mode == "max" else stored.mean(dim=dim)
-        kept = [d for d in order if d != 2]
-        return y.permute([kept.index(d) for d in (0, 1, 3, 4)])
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"

@@ -17,7 +17,7 @@ with **one collective per layer in the forward and one in the backward** (the la
   ``2C`` sums in float64; the input gradient ``w·invstd·(dy - Σdy/n - x̂·Σdy·x̂/n)`` is a
   per-channel ``a·dy + b·x + c``: one native pass plus one in-place ``addcmul_``.
 
-The passes run on the layout-keeping views of :func:`equivlib.layers.batch_norm`, so
+The passes run on the layout-keeping views of :func:`equivlib.layers.norm.batch_norm`, so
 channels_last and orientation-major group maps are normalised without a layout copy. The
 parameter gradients are each process's own (DDP all-reduces them); the input gradient is
 that of the sum of every process's loss, as with ``nn.SyncBatchNorm``.
@@ -25,7 +25,8 @@ that of the sum of every process's loss, as with ``nn.SyncBatchNorm``.
 Exactness: :class:`SyncGroupBatchNorm` keeps :class:`~equivlib.layers.GroupBatchNorm`'s
 statistics per channel, shared over the group axis and the positions of a
 ``(B, C, |G|, H, W)`` map, so it commutes with the group action at every input size, like
-the layer it replaces. With one process, or in ``eval()``, both layers are plain batch norm.
+the layer it replaces. With one process, or in ``eval()``, both layers are plain batch norm,
+and they export as such (``export()``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from equivlib.layers import GroupBatchNorm, StatisticsExchange, batch_norm
+from equivlib.layers.norm import GroupBatchNorm, StatisticsExchange, batch_norm, plain_batch_norm
 
 
 def _all_gather(table: torch.Tensor, local: torch.Tensor) -> None:
@@ -69,7 +70,7 @@ def sync_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """Batch norm of ``x`` (``(B, C, ...)``, any memory layout; a group map's statistics shared
     over orientations) with mean and variance over the batches of every process: one
     all-gather in the forward, one all-reduce in the backward, statistics merged in float64
-    (:func:`equivlib.layers.batch_norm` with a :class:`ProcessExchange`). Updates the
+    (:func:`equivlib.layers.norm.batch_norm` with a :class:`ProcessExchange`). Updates the
     running statistics like ``F.batch_norm`` (unbiased variance). Output in ``x``'s layout
     and dtype."""
     return batch_norm(bn, x, ProcessExchange())
@@ -88,6 +89,12 @@ class SyncBatchNorm(_BatchNorm):
             self._check_input_dim(x)
             return sync_batch_norm(self, x)
         return super().forward(x)
+
+    def export(self) -> nn.BatchNorm2d:
+        """``nn.BatchNorm2d`` in eval mode with this layer's state: the same function on
+        images ``(B, C, H, W)`` in eval mode (see
+        :func:`~equivlib.layers.norm.plain_batch_norm`)."""
+        return plain_batch_norm(self)
 
 
 class SyncGroupBatchNorm(GroupBatchNorm):
