@@ -22,7 +22,7 @@ __all__ = ["GroupSpec", "InvariantHead"]
 GroupSpec = str | Group | None
 
 
-class _Layers:
+class LayerFactory:
     """The layers of one group; the only place where Z2 and P4/P4M models differ."""
 
     def __init__(self, group: GroupSpec) -> None:
@@ -65,7 +65,7 @@ class InvariantHead(nn.Module):
     linear layer; ``coset_pool=False`` flattens ``C x |G|`` features (not invariant logits).
     """
 
-    def __init__(self, layers: _Layers, channels: int, num_classes: int,
+    def __init__(self, layers: LayerFactory, channels: int, num_classes: int,
                  coset_pool: bool = True) -> None:
         super().__init__()
         self.group = layers.group
@@ -81,13 +81,13 @@ class InvariantHead(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def _check_classes(num_classes: int) -> int:
+def check_num_classes(num_classes: int) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return num_classes
 
 
-def _check_widths(widths: Sequence[int], stages: int) -> list[int]:
+def check_widths(widths: Sequence[int], stages: int) -> list[int]:
     widths = list(widths)
     if len(widths) != stages or not all(
         isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths

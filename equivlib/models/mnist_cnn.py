@@ -10,7 +10,7 @@ from torch import nn
 
 from equivlib.export import ExportMixin
 from equivlib.models._api import register_model
-from equivlib.models._parts import GroupSpec, InvariantHead, _check_classes, _Layers
+from equivlib.models._parts import GroupSpec, InvariantHead, LayerFactory, check_num_classes
 
 __all__ = ["RotMNISTCNN"]
 
@@ -39,7 +39,7 @@ class RotMNISTCNN(ExportMixin, nn.Module):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        layers = _Layers(group)
+        layers = LayerFactory(group)
         self.group = layers.group
         self.in_channels = in_channels
         c = channels
@@ -54,7 +54,7 @@ class RotMNISTCNN(ExportMixin, nn.Module):
             *[m for _ in range(4) for m in block(layers.conv(c, c, 3, padding=1, bias=True))],
             *block(layers.conv(c, c, 4, bias=True), drop=False),
         )
-        self.head = InvariantHead(layers, c, _check_classes(num_classes), coset_pool)
+        self.head = InvariantHead(layers, c, check_num_classes(num_classes), coset_pool)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the head."""
@@ -62,7 +62,6 @@ class RotMNISTCNN(ExportMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
 
 
 @register_model("z2_mnist_cnn")

@@ -13,7 +13,13 @@ from torch import nn
 
 from equivlib.export import ExportMixin
 from equivlib.models._api import register_model
-from equivlib.models._parts import GroupSpec, InvariantHead, _check_classes, _check_widths, _Layers
+from equivlib.models._parts import (
+    GroupSpec,
+    InvariantHead,
+    LayerFactory,
+    check_num_classes,
+    check_widths,
+)
 
 __all__ = ["PreActBlock", "PreActResNet"]
 
@@ -23,7 +29,7 @@ class PreActBlock(nn.Module):
     (1x1 stride-``s`` conv and BN of the pre-activated input when the stride or width
     changes; with that BN the PCam widths give the paper's 129,538 / 128,652 parameters)."""
 
-    def __init__(self, layers: _Layers, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, layers: LayerFactory, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.bn1 = layers.bn(cin)
         self.conv1 = layers.conv(cin, cout, 3, stride, padding=1)
@@ -65,8 +71,8 @@ class PreActResNet(ExportMixin, nn.Module):
         super().__init__()
         if not len(blocks) == len(strides):
             raise ValueError(f"blocks {list(blocks)} and strides {list(strides)} differ in length")
-        widths = _check_widths(widths, len(blocks))
-        layers = _Layers(group)
+        widths = check_widths(widths, len(blocks))
+        layers = LayerFactory(group)
         self.group = layers.group
         self.in_channels = in_channels
         self.stem = layers.lift(in_channels, widths[0], 3, 1, padding=1)
@@ -79,7 +85,7 @@ class PreActResNet(ExportMixin, nn.Module):
         self.stages = nn.Sequential(*stages)
         self.bn = layers.bn(cin)
         self.relu = nn.ReLU(inplace=False)
-        self.head = InvariantHead(layers, cin, _check_classes(num_classes), coset_pool)
+        self.head = InvariantHead(layers, cin, check_num_classes(num_classes), coset_pool)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the head: ``(B, C, |G|, h, w)`` (``(B, C, h, w)`` for Z2)."""
@@ -87,7 +93,6 @@ class PreActResNet(ExportMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
 
 
 _RESNET44 = dict(blocks=(7, 7, 7), strides=(1, 2, 2))

@@ -11,7 +11,7 @@ from torch import nn
 
 from equivlib.export import ExportMixin
 from equivlib.models._api import register_model
-from equivlib.models._parts import InvariantHead, _check_classes, _Layers
+from equivlib.models._parts import InvariantHead, LayerFactory, check_num_classes
 
 __all__ = ["SingleLayerP4"]
 
@@ -26,11 +26,11 @@ class SingleLayerP4(ExportMixin, nn.Module):
 
     def __init__(self, num_classes: int = 2, in_channels: int = 1, channels: int = 1) -> None:
         super().__init__()
-        layers = _Layers("p4")
+        layers = LayerFactory("p4")
         self.group = layers.group
         self.in_channels = in_channels
         self.lift = layers.lift(in_channels, channels, 3, stride=2, padding=1, bias=True)
-        self.head = InvariantHead(layers, channels, _check_classes(num_classes))
+        self.head = InvariantHead(layers, channels, check_num_classes(num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The lifted feature map ``f(x)``: ``(B, channels, 4, ceil(H/2), ceil(W/2))``."""
@@ -38,7 +38,6 @@ class SingleLayerP4(ExportMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
 
 
 @register_model("p4_single_layer")
