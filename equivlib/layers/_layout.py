@@ -71,4 +71,3 @@ def from_channel_view(y: torch.Tensor, perm: tuple[int, ...],
     for i, d in enumerate(perm):
         inverse[d] = i
     return y.reshape(shape).permute(inverse)
-

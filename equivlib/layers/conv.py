@@ -399,4 +399,3 @@ class GroupConv2d(_GroupConvBase):
             check_input(type(self).__name__, x, f"(B, Cin, {order}, H, W)", 5,
                          {1: self.in_channels, 2: order})
         return self._conv(*fold_group_map(x))
-

@@ -288,4 +288,3 @@ def plain_batch_norm(bn: nn.modules.batchnorm._BatchNorm) -> nn.BatchNorm2d:
                            dtype=bn.running_mean.dtype)
     plain.load_state_dict(bn.state_dict())
     return plain.train(False)
-

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 gid = pytest.mark.parametrize("group", [P4, P4M], ids=lambda g: g.name)
 
 
-
 # ---------------------------------------------------------------------------- bank cache
 def conv_pair(kind: str, group: Group) -> tuple[nn.Module, torch.Tensor]:
     if kind == "lifting":
@@ -378,7 +377,6 @@ def test_deepcopy_and_pickle_roundtrip() -> None:
     x = torch.randn(1, 2, 8, 5, 5)
     torch.testing.assert_close(copy.deepcopy(gc)(x), gc(x))
     assert copy.deepcopy(gc).group is P4M
-
 
 
 @pytest.mark.parametrize("kind", ["lifting", "group"])
