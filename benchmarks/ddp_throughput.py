@@ -53,7 +53,7 @@ def measure(args: argparse.Namespace) -> None:
     from equivlib.engine.distributed import init_distributed, shutdown_distributed
     from equivlib.engine.loop import train_one_epoch
     from equivlib.engine.precision import Precision
-    from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
+    from equivlib.layers import convert_sync_batchnorm
     from equivlib.models import get_model
 
     sys.path.insert(0, str(HERE))

@@ -61,9 +61,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from equivlib.engine.sync_batchnorm import ProcessExchange
-from equivlib.export import export
-from equivlib.layers import GroupBatchNorm, GroupConv2d, LiftingConv2d, batch_norm
+from equivlib.export import export_model
+from equivlib.layers import (
+    GroupBatchNorm,
+    GroupConv2d,
+    LiftingConv2d,
+    ProcessExchange,
+    batch_norm,
+)
 from equivlib.models import get_model
 from equivlib.store.provenance import cpu_model
 
@@ -101,7 +106,7 @@ def plain_network(model: nn.Module, shared_bn: bool = True) -> fx.GraphModule:
     copy in eval mode), trainable, with every group batch norm as :class:`SharedBatchNorm`
     carrying its state (``shared_bn=False``: the export's per-orientation
     ``nn.BatchNorm2d(|G|·C)`` kept). Returned in ``model``'s train/eval mode."""
-    plain = export(copy.deepcopy(model).eval())
+    plain = export_model(copy.deepcopy(model).eval())
     if shared_bn:
         for name, layer in model.named_modules():
             if isinstance(layer, GroupBatchNorm):

@@ -6,10 +6,10 @@ ICCV Workshops 2023). The public API, by concern:
 - groups and layers: :data:`P4`, :data:`P4M`, :func:`get_group`, :class:`LiftingConv2d`,
   :class:`GroupConv2d`, :class:`GroupBatchNorm`, :class:`GroupMaxPool2d`,
   :class:`GroupAvgPool2d`, :class:`CosetPool`;
-- models: :func:`get_model`, :func:`list_models`, :func:`register_model`; :func:`export`
-  (also ``model.export()``) rebuilds a model from ``torch.nn`` layers only, same outputs in
-  eval mode (``equivlib.export`` is this function; the module's other names via
-  ``from equivlib.export import ...``);
+- models: :func:`get_model`, :func:`list_models`, :func:`register_model`;
+  :func:`export_model` (also ``model.export()``) rebuilds a model from ``torch.nn`` layers
+  only, same outputs in eval mode (``equivlib.export`` is its module; calling the module,
+  ``equivlib.export(model)``, still works for one release and warns);
 - exactness: :func:`trace`, :func:`exact_input_sizes`, :func:`nearest_exact_size`,
   :func:`is_exact`;
 - checks: :func:`equivariance_error`, :func:`layerwise_errors`, :func:`assert_equivariant`;
@@ -19,7 +19,7 @@ ICCV Workshops 2023). The public API, by concern:
 
 from equivlib.checks import assert_equivariant, equivariance_error, layerwise_errors
 from equivlib.exactness import exact_input_sizes, is_exact, nearest_exact_size, trace
-from equivlib.export import export
+from equivlib.export import export_model
 from equivlib.groups import P4, P4M, get_group
 from equivlib.layers import (
     CosetPool,
@@ -39,7 +39,7 @@ _LAZY = {"get_dataset": "equivlib.data", "list_datasets": "equivlib.data",
 
 __all__ = ["P4", "P4M", "CosetPool", "GroupAvgPool2d", "GroupBatchNorm", "GroupConv2d",
            "GroupMaxPool2d", "LiftingConv2d", "assert_equivariant", "equivariance_error",
-           "exact_input_sizes", "export", "get_group", "get_model", "is_exact",
+           "exact_input_sizes", "export", "export_model", "get_group", "get_model", "is_exact",
            "layerwise_errors", "list_models", "nearest_exact_size", "register_model", "trace",
            *_LAZY]
 

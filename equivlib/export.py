@@ -1,7 +1,10 @@
 """Export a model to plain PyTorch (escnn's ``export()`` idea): no equivlib at inference.
 
-:func:`export` traces the model with :mod:`torch.fx` (equivlib layers as leaves) and
-rebuilds the graph from ``torch.nn`` standard layers:
+:func:`export_model` traces the model with :mod:`torch.fx` (equivlib's group layers as
+leaves) and rebuilds the graph from ``torch.nn`` standard layers: a walk that asks each group
+layer (:class:`~equivlib.layers.GroupLayer`, whatever its class) what it takes, what it
+gives and its own plain module (its ``export_flat``), as escnn's ``EquivariantModule.export``
+does. What the layers give:
 
 ===================================  ==================================================
 equivlib layer                       exported as
@@ -23,8 +26,9 @@ with. A group map that leaves the graph (as its output, or through ``x.flatten(1
 reordered to channel-major ``(B, C·|G|, ...)``, the order of ``y.flatten(1, 2)`` of the
 original's output. Every other module (``nn.ReLU``, ``nn.Dropout``, ``nn.Linear``, plain
 ``nn.Conv2d`` / ``nn.BatchNorm2d`` of Z2 models, ...) is copied unchanged. The
-synchronised batch norms a DDP run puts in (``equivlib.engine.convert_sync_batchnorm``) are
-plain (group) batch norm in eval mode and export as such.
+synchronised batch norms a DDP run puts in (``equivlib.layers.convert_sync_batchnorm``) are
+plain (group) batch norm in eval mode and export as such; a batch norm of images from
+outside torch exports as ``nn.BatchNorm2d`` with its state.
 
 The result is a :class:`torch.fx.GraphModule`: its submodules are those ``torch.nn``
 layers under the original qualified names (``stem``, ``stages.0.0.conv1``, ...), and its
@@ -42,7 +46,7 @@ Exactness conditions:
   ~1e-16 or 0, tested for every registered model). In train mode they differ: a
   :class:`GroupBatchNorm` pools its batch statistics over the orientations, an
   ``nn.BatchNorm2d`` over ``|G|·C`` channels computes them per (channel, orientation). So
-  :func:`export` refuses a model with any submodule in training mode, and training or
+  :func:`export_model` refuses a model with any submodule in training mode, and training or
   fine-tuning the exported model (``exported.train()``) gives per-orientation statistics
   and, after updates, per-orientation weights: it stops being equivariant.
 - **equivariance is kept**: the exported convolutions and pools have the same kernel,
@@ -57,8 +61,9 @@ the last two dims with ``keepdim=True`` (``x.mean(dim=(-2, -1), keepdim=True)``)
 against a plain tensor) raises ``NotImplementedError`` naming the operation, rather than
 exporting something that computes a different function.
 
-``import equivlib`` binds ``equivlib.export`` to the function :func:`export`; import the
-module's other names with ``from equivlib.export import ...``.
+``equivlib.export`` is this module and :func:`export_model` the function (also
+``equivlib.export_model`` and ``model.export()``). Deprecated for one release: calling the
+module, ``equivlib.export(model)``, and the old name ``equivlib.export.export``; both warn.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ from __future__ import annotations
 import copy
 import numbers
 import operator
+import sys
+import types
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -73,21 +81,12 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from equivlib.groups import Group
-from equivlib.layers import (
-    CosetPool,
-    GroupAvgPool2d,
-    GroupBatchNorm,
-    GroupConv2d,
-    GroupMaxPool2d,
-    LiftingConv2d,
-)
+from equivlib.layers import GroupLayer, plain_batch_norm
 
-__all__ = ["ExportMixin", "export"]
+__all__ = ["ExportMixin", "export_model"]
 
 Layout = Group | None  # a node's value: a flattened group map of this group, or anything else
 
-_GROUP_LAYERS = (LiftingConv2d, GroupConv2d, GroupBatchNorm, GroupMaxPool2d, GroupAvgPool2d,
-                 CosetPool)
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
                         nn.Tanh, nn.Identity, nn.Dropout)
 _ELEMENTWISE_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv,
@@ -99,59 +98,10 @@ _SPATIAL_REDUCTIONS = {"mean", "amax", "amin", "sum"}
 
 
 # ---------------------------------------------------------------------------- layers
-def _plain_batchnorm(bn: GroupBatchNorm) -> nn.BatchNorm2d:
-    """``nn.BatchNorm2d(|G|·C)`` with ``bn``'s affine parameters and running statistics
-    repeated per orientation: the same function as ``bn`` in eval mode, on the
-    orientation-major flattened map. Subclasses (``SyncGroupBatchNorm``) are plain group
-    batch norm in eval mode."""
-    if not bn.track_running_stats or bn.running_mean is None:
-        raise NotImplementedError(
-            f"{type(bn).__name__} has no running statistics: in eval mode it normalises with "
-            "batch statistics pooled over the orientations, which nn.BatchNorm2d cannot do"
-        )
-    order = bn.group.order
-    plain = nn.BatchNorm2d(bn.num_features * order, bn.eps, bn.momentum, bn.affine,
-                           track_running_stats=True, device=bn.running_mean.device,
-                           dtype=bn.running_mean.dtype)
-    with torch.no_grad():
-        if bn.affine:
-            plain.weight = nn.Parameter(bn.weight.repeat(order))
-            plain.bias = nn.Parameter(bn.bias.repeat(order))
-        plain.running_mean = bn.running_mean.repeat(order)
-        plain.running_var = bn.running_var.repeat(order)
-        plain.num_batches_tracked = bn.num_batches_tracked.clone()
-    return plain.train(False)
-
-
-def _plain_image_batchnorm(bn: _BatchNorm) -> nn.BatchNorm2d:
-    """``nn.BatchNorm2d`` with the state of a batch norm of images that is not a torch class
-    (``equivlib.engine``'s ``SyncBatchNorm``: plain batch norm in eval mode)."""
-    if not bn.track_running_stats or bn.running_mean is None:
-        raise NotImplementedError(f"{type(bn).__name__} has no running statistics")
-    plain = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine,
-                           track_running_stats=True, device=bn.running_mean.device,
-                           dtype=bn.running_mean.dtype)
-    plain.load_state_dict(bn.state_dict())
-    return plain.train(False)
-
-
 def _foreign_batchnorm(m: nn.Module) -> bool:
     """A batch norm of images defined outside torch (its forward may branch on shapes)."""
-    return (isinstance(m, _BatchNorm) and not isinstance(m, GroupBatchNorm)
+    return (isinstance(m, _BatchNorm) and not isinstance(m, GroupLayer)
             and type(m).__module__.split(".")[0] != "torch")
-
-
-def _plain_pool(pool: GroupMaxPool2d | GroupAvgPool2d) -> nn.Module:
-    """``nn.MaxPool2d`` / ``nn.AvgPool2d`` with the same kernel, stride and padding (the group
-    pools run exactly these on the flattened map)."""
-    cls = nn.MaxPool2d if isinstance(pool, GroupMaxPool2d) else nn.AvgPool2d
-    return cls(pool.kernel_size, pool.stride, pool.padding)
-
-
-def _plain_conv(conv: LiftingConv2d | GroupConv2d) -> nn.Conv2d:
-    """The layer's own orientation-major export: ``nn.Conv2d`` with a copy of the bank
-    (bitwise the bank the layer convolves with)."""
-    return conv.export(orientation_major=True).train(False)
 
 
 # ---------------------------------------------------------------------------- tracing
@@ -160,7 +110,7 @@ class _Tracer(fx.Tracer):
     shapes in Python, and the rewrite replaces them whole)."""
 
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        return (isinstance(m, _GROUP_LAYERS) or _foreign_batchnorm(m)
+        return (isinstance(m, GroupLayer) or _foreign_batchnorm(m)
                 or super().is_leaf_module(m, qualified_name))
 
 
@@ -203,11 +153,11 @@ class _Rewriter:
     def _node(self, node: fx.Node) -> tuple[fx.Node, Layout]:
         if node.op == "call_module":
             module = self.root.get_submodule(node.target)
-            if isinstance(module, _GROUP_LAYERS):
+            if isinstance(module, GroupLayer):
                 return self._group_layer(node, module)
             if _foreign_batchnorm(module):
                 self._expect(node, module, self.layout[node.args[0]], None)
-                return self._call(node, _plain_image_batchnorm(module)), None
+                return self._call(node, plain_batch_norm(module)), None
             return self._copy_module_call(node, module)
         if node.op == "get_attr":
             self._keep_attr(node.target)
@@ -264,31 +214,32 @@ class _Rewriter:
         self.attrs.setdefault(node.target, module)
         return self._copy(node), (groups.pop() if groups else None)
 
-    def _group_layer(self, node: fx.Node, module: nn.Module) -> tuple[fx.Node, Layout]:
+    def _group_layer(self, node: fx.Node, module: GroupLayer) -> tuple[fx.Node, Layout]:
+        """A group layer, asked for what it takes, what it gives and its plain module."""
         (arg,) = node.args
-        layout = self.layout[arg]
-        if isinstance(module, LiftingConv2d):
-            self._expect(node, module, layout, None)
-            return self._call(node, _plain_conv(module)), module.group
-        if isinstance(module, CosetPool):
-            group = self._expect(node, module, layout, "any")
-            assert group is not None
-            stacked = self.graph.call_method("unflatten", (self.env[arg], 1, (group.order, -1)))
-            reduce = "amax" if module.mode == "max" else "mean"
-            return self.graph.call_method(reduce, (stacked,), {"dim": 1}), None
-        if isinstance(module, GroupConv2d):
-            self._expect(node, module, layout, module.group)
-            return self._call(node, _plain_conv(module)), module.group
-        if isinstance(module, GroupBatchNorm):
-            self._expect(node, module, layout, module.group)
-            return self._call(node, _plain_batchnorm(module)), module.group
-        group = self._expect(node, module, layout, "any")
-        return self._call(node, _plain_pool(module)), group
+        group = self._expect(node, module, self.layout[arg], module.export_input())
+        return self._call(node, module.export_flat(group)), module.export_output(group)
 
     def _call(self, node: fx.Node, plain: nn.Module) -> fx.Node:
-        """A call of ``plain`` registered under the original layer's qualified name."""
-        self.attrs[node.target] = plain
+        """A call of ``plain`` (in eval mode) registered under the original layer's qualified
+        name; a :class:`torch.fx.GraphModule` of tensor operations is inlined instead."""
+        if isinstance(plain, fx.GraphModule):
+            return self._inline(node, plain)
+        self.attrs[node.target] = plain.train(False)
         return self.graph.call_module(node.target, (self.env[node.args[0]],))
+
+    def _inline(self, node: fx.Node, plain: fx.GraphModule) -> fx.Node:
+        """The nodes of ``plain``'s graph (one input, no submodules or attributes) copied in,
+        applied to ``node``'s input."""
+        nodes = list(plain.graph.nodes)
+        inputs = [n for n in nodes if n.op == "placeholder"]
+        if len(inputs) != 1 or any(n.op in ("call_module", "get_attr") for n in nodes):
+            raise NotImplementedError(
+                f"{_describe(node)} exports to a graph with {len(inputs)} inputs or with "
+                "submodules; export_model() inlines only graphs of tensor operations")
+        out = self.graph.graph_copy(plain.graph, {inputs[0]: self.env[node.args[0]]})
+        assert isinstance(out, fx.Node)
+        return out
 
     @staticmethod
     def _expect(node: fx.Node, module: nn.Module, layout: Layout,
@@ -383,14 +334,15 @@ def _check_eval(model: nn.Module) -> None:
             "statistics, which the export copies exactly")
 
 
-def export(model: nn.Module) -> fx.GraphModule:
+def export_model(model: nn.Module) -> fx.GraphModule:
     """A copy of ``model`` built only from ``torch.nn`` layers, as a
     :class:`torch.fx.GraphModule` in eval mode on the model's device and dtype.
 
-    Group convolutions become ``nn.Conv2d`` with the expanded bank, group batch norm
-    ``nn.BatchNorm2d`` with parameters and running statistics repeated per orientation,
+    A walk over the model: each group layer (:class:`~equivlib.layers.GroupLayer`) gives its
+    own plain module (group convolutions ``nn.Conv2d`` with the expanded bank, group batch
+    norm ``nn.BatchNorm2d`` with parameters and running statistics repeated per orientation,
     group pools ``nn.MaxPool2d`` / ``nn.AvgPool2d``, coset pooling two tensor methods in the
-    generated ``forward``; group maps ``(B, C, |G|, H, W)`` become ``(B, |G|·C, H, W)``
+    generated ``forward``); group maps ``(B, C, |G|, H, W)`` become ``(B, |G|·C, H, W)``
     (orientation-major, as the layers compute; an output that is a group map comes out
     channel-major ``(B, C·|G|, H, W)``, like ``y.flatten(1, 2)``). Submodules keep the original
     qualified names. See the module docstring for the supported operations.
@@ -405,7 +357,7 @@ def export(model: nn.Module) -> fx.GraphModule:
         raise TypeError(f"export() takes an nn.Module, got {type(model).__name__}")
     _check_eval(model)
     root = copy.deepcopy(model)  # tracing may add constants to its root; kept modules are copies
-    if isinstance(root, _GROUP_LAYERS):
+    if isinstance(root, GroupLayer):
         root = nn.Sequential(root)
     traced = _Tracer().trace(root)
     rewriter = _Rewriter(root)
@@ -415,10 +367,36 @@ def export(model: nn.Module) -> fx.GraphModule:
 
 
 class ExportMixin:
-    """Gives a model an ``export()`` method: :func:`export` of itself."""
+    """Gives a model an ``export()`` method: :func:`export_model` of itself."""
 
     def export(self) -> fx.GraphModule:
         """This model built only from ``torch.nn`` layers (a :class:`torch.fx.GraphModule`),
         giving the same outputs in eval mode; group maps become ``(B, |G|·C, H, W)``. The
-        model must be in eval mode. See :func:`equivlib.export.export`."""
-        return export(self)  # type: ignore[arg-type]
+        model must be in eval mode. See :func:`equivlib.export.export_model`."""
+        return export_model(self)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- aliases
+_MOVED = "the alias goes in equivlib 0.2"
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated alias: the function ``equivlib.export.export`` is now :func:`export_model`."""
+    if name == "export":
+        warnings.warn(f"equivlib.export.export moved to equivlib.export.export_model; {_MOVED}",
+                      DeprecationWarning, stacklevel=2)
+        return export_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable for one release: ``equivlib.export(model)`` (the function that
+    ``import equivlib`` used to bind over the module) warns and calls :func:`export_model`."""
+
+    def __call__(self, model: nn.Module) -> fx.GraphModule:
+        warnings.warn(f"equivlib.export(model) moved to equivlib.export_model(model); {_MOVED}",
+                      DeprecationWarning, stacklevel=2)
+        return export_model(model)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,4 +1,4 @@
-"""export(): every registered model rebuilt from torch.nn layers gives the same logits in eval
+"""export_model(): every registered model rebuilt from torch.nn layers gives the same logits in eval
 mode, keeps its exactness and invariance, and runs without equivlib; the public API."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from torch import nn
 import equivlib
 from equivlib.checks import assert_equivariant, equivariance_error
 from equivlib.exactness import nearest_exact_size, trace
-from equivlib.export import export
+from equivlib.export import export_model
 from equivlib.layers import (
     CosetPool,
     GroupAvgPool2d,
     GroupBatchNorm,
     GroupConv2d,
+    GroupLayer,
     GroupMaxPool2d,
     LiftingConv2d,
 )
@@ -65,7 +67,7 @@ def _built(name: str, dtype: torch.dtype) -> tuple[nn.Module, nn.Module, int, in
     torch.manual_seed(0)
     model = _randomize(get_model(name, **_config(name))).to(dtype).eval()
     exact = nearest_exact_size(model, 8, direction="up")  # 8 or 9: small keeps it fast
-    return model, export(model), exact, exact + 1
+    return model, export_model(model), exact, exact + 1
 
 
 def _image(model: nn.Module, size: int, dtype: torch.dtype, batch: int = 2) -> torch.Tensor:
@@ -191,11 +193,11 @@ with torch.no_grad():
 def test_train_mode_is_refused() -> None:
     model = get_model("p4_single_layer")
     with pytest.raises(ValueError, match=r"eval mode \(call model.eval\(\) first\)"):
-        export(model)
+        export_model(model)
     model.eval()
     model.lift.train()  # one submodule in train mode is enough to differ
     with pytest.raises(ValueError, match="lift"):
-        export(model)
+        export_model(model)
 
 
 def test_export_is_a_snapshot_and_leaves_the_model_alone() -> None:
@@ -216,19 +218,19 @@ def test_batch_norm_without_running_stats_is_refused() -> None:
     model = nn.Sequential(LiftingConv2d("p4", 1, 2, 3), GroupBatchNorm("p4", 2, affine=True,
                                                                        track_running_stats=False))
     with pytest.raises(NotImplementedError, match="pooled over the orientations"):
-        export(model.eval())
+        export_model(model.eval())
 
 
 def test_sync_batch_norm_models_export() -> None:
     """A model as a DDP run leaves it (synchronised batch norms) exports like the plain one:
     in eval mode those layers are plain (group) batch norm."""
-    from equivlib.engine import convert_sync_batchnorm
+    from equivlib.layers import convert_sync_batchnorm
 
     for name in ("p4_mnist_cnn", "z2_mnist_cnn"):
         model = _randomize(get_model(name)).double().eval()
         synced = convert_sync_batchnorm(get_model(name).double())
         synced.load_state_dict(model.state_dict())
-        exported = export(synced.eval())
+        exported = export_model(synced.eval())
         x = _image(model, 8, torch.float64)
         with torch.no_grad():
             assert _max_diff(exported(x), model(x)) < 1e-10
@@ -261,7 +263,7 @@ class _Custom(nn.Module):
 @pytest.mark.parametrize("coset_pool", [True, False])
 def test_custom_graph_with_every_supported_op(group: str, coset_pool: bool) -> None:
     model = _randomize(_Custom(group, coset_pool)).double().eval()
-    exported = export(model)
+    exported = export_model(model)
     x = torch.randn(3, 2, 12, 12, dtype=torch.float64)
     with torch.no_grad():
         assert _max_diff(exported(x), model(x)) < 1e-10
@@ -275,8 +277,8 @@ def test_group_map_output_comes_out_flattened() -> None:
     x = torch.randn(2, 2, 9, 9, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
-        assert _max_diff(export(model)(x), y.flatten(1, 2)) < 1e-12
-        assert _max_diff(export(model[0])(x), model[0](x).flatten(1, 2)) < 1e-12
+        assert _max_diff(export_model(model)(x), y.flatten(1, 2)) < 1e-12
+        assert _max_diff(export_model(model[0])(x), model[0](x).flatten(1, 2)) < 1e-12
 
 
 class _OrientationIndex(nn.Module):
@@ -305,12 +307,12 @@ class _PlainBroadcast(_OrientationIndex):
 ])
 def test_layout_dependent_ops_are_refused(cls: type, message: str) -> None:
     with pytest.raises(NotImplementedError, match=message):
-        export(cls().eval())
+        export_model(cls().eval())
 
 
 def test_group_layer_on_an_image_is_refused() -> None:
     with pytest.raises(ValueError, match=r"expects a p4 group map, but gets an image"):
-        export(GroupConv2d("p4", 1, 1, 3).eval())
+        export_model(GroupConv2d("p4", 1, 1, 3).eval())
 
 
 # ---------------------------------------------------------------------------- public API
@@ -322,9 +324,74 @@ def test_public_name_imports_and_has_a_docstring(name: str) -> None:
 
 
 def test_public_api_names() -> None:
-    assert equivlib.export is export
-    assert {"get_model", "list_models", "export", "trace", "exact_input_sizes",
+    assert equivlib.export_model is export_model
+    assert {"get_model", "list_models", "export_model", "trace", "exact_input_sizes",
             "equivariance_error", "assert_equivariant", "get_dataset", "list_datasets",
             "LiftingConv2d", "GroupConv2d", "GroupBatchNorm", "GroupMaxPool2d",
             "CosetPool"} <= set(equivlib.__all__)
     assert len(set(equivlib.__all__)) == len(equivlib.__all__)
+
+
+# ---------------------------------------------------------------------------- the walk
+class _GroupReLU6(GroupLayer, nn.Module):
+    """A group layer unknown to equivlib.export: the walk must ask it, not know its class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x)
+
+    def export_input(self) -> str:
+        return "any"
+
+    def export(self, orientation_major: bool = False) -> nn.Module:
+        return nn.ReLU6()
+
+
+def test_the_walk_asks_each_group_layer() -> None:
+    model = _randomize(nn.Sequential(LiftingConv2d("p4", 2, 3, 3), _GroupReLU6(),
+                                     CosetPool("max"))).double().eval()
+    exported = export_model(model)
+    assert type(exported.get_submodule("1")) is nn.ReLU6
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64) * 5
+    with torch.no_grad():
+        assert torch.equal(exported(x), model(x))
+    with pytest.raises(ValueError, match=r"_GroupReLU6\) expects a group map, but gets an image"):
+        export_model(nn.Sequential(_GroupReLU6()).eval())
+
+
+# ---------------------------------------------------------------------------- aliases
+def test_export_is_the_module_and_export_model_the_function() -> None:
+    """``import equivlib.export as m`` gives the module (no function shadows it)."""
+    import equivlib.export as module
+
+    assert isinstance(module, types.ModuleType) and equivlib.export is module
+    assert module.export_model is export_model is equivlib.export_model
+    assert "export_model" in module.__all__
+
+
+def test_calling_the_module_still_exports_and_warns() -> None:
+    model = _randomize(get_model("p4_single_layer")).double().eval()
+    with pytest.warns(DeprecationWarning, match=r"equivlib.export\(model\) moved to "
+                      r"equivlib.export_model\(model\); the alias goes in equivlib 0.2"):
+        old = equivlib.export(model)
+    new = export_model(model)
+    x = torch.randn(2, 1, 9, 9, dtype=torch.float64)
+    assert old.code == new.code
+    with torch.no_grad():
+        assert torch.equal(old(x), new(x))
+
+
+def test_the_old_function_name_still_imports_and_warns() -> None:
+    with pytest.warns(DeprecationWarning, match="equivlib.export.export moved to "
+                      "equivlib.export.export_model"):
+        from equivlib.export import export
+    assert export is export_model
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        equivlib.export.nothing  # noqa: B018
+
+
+def test_model_export_method_unchanged() -> None:
+    model = _randomize(get_model("p4_mnist_cnn", channels=2)).double().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        exported = model.export()
+    assert exported.code == export_model(model).code

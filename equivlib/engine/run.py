@@ -59,7 +59,7 @@ from equivlib.engine.loop import (
 )
 from equivlib.engine.optim import build_optimizer, build_scheduler
 from equivlib.engine.precision import check_amp, resolve_precision
-from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
+from equivlib.layers import convert_sync_batchnorm
 from equivlib.models import get_model
 from equivlib.store.provenance import collect as collect_provenance
 from equivlib.store.results import load_result, save_result

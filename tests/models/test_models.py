@@ -68,7 +68,7 @@ def test_bad_widths_are_rejected(widths):
 
 
 def test_register_model_adds_a_name_and_refuses_duplicates(monkeypatch):
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models._api, "_REGISTRY", dict(models._api._REGISTRY))
 
     @register_model("tiny")
     def tiny(num_classes: int = 3, width: int = 2) -> nn.Module:
@@ -116,7 +116,8 @@ def test_pcam_resnet_parameter_counts_match_the_paper(name, widths, params):
 ])
 def test_resnet_default_widths(name, widths, monkeypatch):
     built = {}
-    monkeypatch.setattr(models, "PreActResNet", lambda group, **kw: built.update(kw, group=group))
+    monkeypatch.setattr(models.resnet, "PreActResNet",
+                        lambda group, **kw: built.update(kw, group=group))
     get_model(name)
     assert built["widths"] == widths
     assert built["group"] == (None if name.startswith("z2") else name.split("_")[0])

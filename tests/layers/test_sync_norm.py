@@ -14,13 +14,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from equivlib.checks import equivariance_error
-from equivlib.engine.sync_batchnorm import (
+from equivlib.exactness import trace
+from equivlib.layers import (
+    GroupBatchNorm,
     SyncBatchNorm,
     SyncGroupBatchNorm,
     convert_sync_batchnorm,
 )
-from equivlib.exactness import trace
-from equivlib.layers import GroupBatchNorm
 from equivlib.models import get_model
 
 EXACT_TOL, INEXACT_MIN = 1e-10, 1e-3
@@ -199,3 +199,23 @@ def test_two_gloo_processes_equal_one_process_on_the_whole_batch(case, tmp_path)
         dims = [0, *range(2, x.dim())]
         naive = (x * x).mean(dims) - x.mean(dims) ** 2
         assert (naive - x.var(dims, unbiased=False)).abs().max() > 1e3 * stat_tol
+
+
+# ---------------------------------------------------------------------------- old paths
+def test_engine_paths_are_deprecated_aliases(monkeypatch):
+    """``equivlib.engine.sync_batchnorm`` and ``equivlib.engine.convert_sync_batchnorm`` still
+    work for one release and warn; they give the objects of ``equivlib.layers``."""
+    import importlib
+    import sys
+
+    import equivlib.engine
+    import equivlib.layers
+
+    monkeypatch.delitem(sys.modules, "equivlib.engine.sync_batchnorm", raising=False)
+    with pytest.warns(DeprecationWarning, match="equivlib.engine.sync_batchnorm moved to "
+                      "equivlib.layers.sync_norm; the alias goes in equivlib 0.2"):
+        old = importlib.import_module("equivlib.engine.sync_batchnorm")
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(equivlib.layers, name)
+    with pytest.warns(DeprecationWarning, match="equivlib.engine.convert_sync_batchnorm moved"):
+        assert equivlib.engine.convert_sync_batchnorm is convert_sync_batchnorm
