@@ -10,7 +10,7 @@ width 16, input 33, batch 32) on synthetic images for ``--steps`` steps after a 
   the global batch split over the processes), as the engine trains,
 - the same with per-process batch norm (``--no-sync-bn`` in the worker): what the
   synchronisation costs (one all-gather in the forward and one all-reduce in the backward
-  per batch norm, see :mod:`equivlib.engine.sync_batchnorm`);
+  per batch norm, see :mod:`equivlib.layers.sync_norm`);
 - the **plain network** of the same shapes (``train_throughput.plain_network``: the
   model's ``export()`` graph, trainable, batch statistics shared over orientations with
   the group layers' kernels, synchronised the same way) on 1 process x 1 thread and on

@@ -44,8 +44,8 @@ import torch
 
 from equivlib.data.transforms import normalize
 from equivlib.engine.config import RunConfig
+from equivlib.engine.restore import rebuild_tested_model
 from equivlib.engine.run import RunDatasets, run
-from equivlib.engine.trained import rebuild_tested_model
 from equivlib.experiments.classification import Variant, classification_config
 from equivlib.experiments.rotmnist import rotmnist_config
 from equivlib.store.provenance import cpu_model

@@ -1,7 +1,7 @@
 """Training and evaluation throughput of group CNNs against the plain ``torch.nn`` network of
 the same shapes.
 
-The **plain network** is the limit a group model can reach: the graph :func:`equivlib.export`
+The **plain network** is the limit a group model can reach: the graph :func:`equivlib.export_model`
 builds (``nn.Conv2d`` holding the expanded filter banks as ordinary parameters,
 ``nn.MaxPool2d``, coset pooling as two tensor methods), trainable, with each group batch
 norm as :class:`SharedBatchNorm`: statistics shared over the orientations computed by
@@ -102,7 +102,7 @@ class SharedBatchNorm(nn.Module):
 
 
 def plain_network(model: nn.Module, shared_bn: bool = True) -> fx.GraphModule:
-    """The plain ``torch.nn`` network of ``model``'s shapes: its :func:`export` (made from a
+    """The plain ``torch.nn`` network of ``model``'s shapes: its :func:`export_model` (made from a
     copy in eval mode), trainable, with every group batch norm as :class:`SharedBatchNorm`
     carrying its state (``shared_bn=False``: the export's per-orientation
     ``nn.BatchNorm2d(|G|·C)`` kept). Returned in ``model``'s train/eval mode."""

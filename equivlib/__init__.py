@@ -10,15 +10,15 @@ ICCV Workshops 2023). The public API, by concern:
   :func:`export_model` (also ``model.export()``) rebuilds a model from ``torch.nn`` layers
   only, same outputs in eval mode (``equivlib.export`` is its module; calling the module,
   ``equivlib.export(model)``, still works for one release and warns);
-- exactness: :func:`trace`, :func:`exact_input_sizes`, :func:`nearest_exact_size`,
-  :func:`is_exact`;
+- exactness: :func:`trace`, :func:`exact_input_sizes`, :func:`nearest_exact_size` (the
+  tracer, any ``nn.Module``), :func:`is_exact` (the condition for one layer);
 - checks: :func:`equivariance_error`, :func:`layerwise_errors`, :func:`assert_equivariant`;
 - data: :func:`get_dataset`, :func:`list_datasets`; training: :func:`run`, :func:`run_grid`,
   :class:`RunConfig` (imported on first use: ``equivlib.data``, ``equivlib.engine``).
 """
 
 from equivlib.checks import assert_equivariant, equivariance_error, layerwise_errors
-from equivlib.exactness import exact_input_sizes, is_exact, nearest_exact_size, trace
+from equivlib.exactness import is_exact
 from equivlib.export import export_model
 from equivlib.groups import P4, P4M, get_group
 from equivlib.layers import (
@@ -30,6 +30,7 @@ from equivlib.layers import (
     LiftingConv2d,
 )
 from equivlib.models import get_model, list_models, register_model
+from equivlib.tracer import exact_input_sizes, nearest_exact_size, trace
 
 __version__ = "0.1.0"
 

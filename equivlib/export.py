@@ -51,7 +51,7 @@ Exactness conditions:
   and, after updates, per-orientation weights: it stops being equivariant.
 - **equivariance is kept**: the exported convolutions and pools have the same kernel,
   stride, padding and dilation, so the exported model is exact at the same input sizes
-  (:func:`equivlib.exactness.trace` reports the same) and invariant there.
+  (:func:`equivlib.tracer.trace` reports the same) and invariant there.
 - the copy is a snapshot: later changes to the original's parameters do not propagate.
 
 Only layout-agnostic operations may touch a group map between equivlib layers:

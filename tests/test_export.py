@@ -17,7 +17,6 @@ from torch import nn
 
 import equivlib
 from equivlib.checks import assert_equivariant, equivariance_error
-from equivlib.exactness import nearest_exact_size, trace
 from equivlib.export import export_model
 from equivlib.layers import (
     CosetPool,
@@ -29,6 +28,7 @@ from equivlib.layers import (
     LiftingConv2d,
 )
 from equivlib.models import get_model, list_models
+from equivlib.tracer import nearest_exact_size, trace
 
 # small inputs: a second OpenMP thread costs more than it saves (see conftest.single_thread)
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 from equivlib.data.loaders import set_epoch, train_loader
 from equivlib.engine.distributed import DistContext
 from equivlib.engine.loop import train_one_epoch
-from equivlib.engine.sync_batchnorm import convert_sync_batchnorm
+from equivlib.layers import convert_sync_batchnorm
 from equivlib.models import get_model
 
 EPOCHS = 3

@@ -14,7 +14,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from equivlib.checks import equivariance_error
-from equivlib.exactness import trace
 from equivlib.layers import (
     GroupBatchNorm,
     SyncBatchNorm,
@@ -22,6 +21,7 @@ from equivlib.layers import (
     convert_sync_batchnorm,
 )
 from equivlib.models import get_model
+from equivlib.tracer import trace
 
 EXACT_TOL, INEXACT_MIN = 1e-10, 1e-3
 

@@ -9,9 +9,9 @@ from torch import nn
 
 from equivlib import models
 from equivlib.checks import equivariance_error
-from equivlib.exactness import trace
 from equivlib.layers import GroupConv2d, LiftingConv2d
 from equivlib.models import get_model, list_models, register_model
+from equivlib.tracer import trace
 
 NAMES = ["z2_resnet44", "p4_resnet44", "p4m_resnet44", "z2_resnet20", "p4_resnet20",
          "p4m_resnet20", "z2_resnet18", "p4_resnet18", "p4m_resnet18", "z2_mnist_cnn",
