@@ -1,32 +1,26 @@
-"""The ``train`` and ``grid`` commands of ``python -m equivlib``.
+"""The ``train`` command of ``python -m equivlib``: its flags, the run config they build,
+and the flag combinations it refuses.
 
 ``train`` runs one config: the paper's protocol for ``--dataset`` (DESIGN §7,
-:mod:`equivlib.experiments.protocols`) with the flags' overrides; under ``torchrun`` it
-runs on every process (DDP) and rank 0 writes. ``grid`` runs the grid a notebook would run
-with a profile's parameters (same configs, same results store), e.g. on a GPU machine
-before the notebook re-draws its figures from the store.
+:mod:`equivlib.experiments.protocols`; for mnist :func:`~equivlib.experiments.rotmnist.
+rotmnist_config`, whose defaults are the flags' defaults) with the flags' overrides; under
+``torchrun`` it runs on every process (DDP) and rank 0 writes.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from equivlib.cli import CliError
 from equivlib.data.base import DatasetMissingError
-
-
-class CliError(Exception):
-    """Bad input on the command line: one line on stderr, exit status 2."""
-
 
 # ------------------------------------------------------------------ models per dataset
 IMAGE_CHANNELS = 3  # every registered dataset feeds RGB images (MNIST as 3 equal channels)
@@ -390,9 +384,9 @@ def config_from_args(a: argparse.Namespace) -> Any:
         if angles is None:
             angles = [float(i * a.angle_step) for i in range(int(360 // a.angle_step))
                       if i * a.angle_step < 360]
-        defaults = {"epochs": 50, "batch_size": 256, "lr": 0.01, "weight_decay": 1e-5}
-        pick = {k: getattr(a, k) if getattr(a, k) is not None else v
-                for k, v in defaults.items()}
+        # the flags given; rotmnist_config's own defaults for the rest (one place for them)
+        pick = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay")
+                if getattr(a, k) is not None}
         config = rotmnist_config(
             a.model or "p4_mnist_cnn", a.input_size or 28, regime=a.regime, sigma=a.sigma,
             mu=a.mu, seed=a.seed, lr_step=a.lr_step, dropout=a.dropout, channels=a.channels,
@@ -468,8 +462,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def _check_output_dirs(a: argparse.Namespace, config: Any) -> None:
     """CliError when the results or checkpoint directory (also W&B's) cannot be written;
     probes without creating anything."""
-    from equivlib.engine.checkpoint import check_writable_dir
     from equivlib.engine.run import default_checkpoint_dir
+    from equivlib.store.writable import check_writable_dir
 
     checkpoints = (Path(a.checkpoint_dir) if a.checkpoint_dir
                    else default_checkpoint_dir(config))
@@ -546,184 +540,3 @@ def json_line(value: Any) -> str:
         return v
 
     return json.dumps(clean(value), allow_nan=False)
-
-
-# ------------------------------------------------------------------ grid
-def _rotmnist_label(config: Any) -> str:
-    from equivlib.experiments.rotmnist import run_labels
-
-    label, regime = run_labels(config)
-    return f"{label:6s} {regime:14s}"
-
-
-def _classification_label(config: Any) -> str:
-    from equivlib.experiments.classification import run_row
-
-    r = run_row(config)
-    amount = (f"{r['train_images']} images" if r.get("train_images") is not None
-              else f"fraction {r['fraction']:g}")
-    return f"{r['model']:11s} {r['size']:3d} {r['dataset']:10s} augment {r['augment']:7s} " \
-           f"{amount}"
-
-
-def _grid_builders() -> dict[str, tuple[Any, Any]]:
-    """Notebook name -> (configs from its parameters, one-line label of a run)."""
-    from equivlib.experiments import classification, pcam, rotmnist
-
-    return {"04_rotmnist_rotation": (rotmnist.configs_from_params, _rotmnist_label),
-            "05_rotmnist_statistics": (rotmnist.configs_from_params, _rotmnist_label),
-            "06_classification": (classification.configs_from_params, _classification_label),
-            "07_pcam": (pcam.configs_from_params, _rotmnist_label),
-            "08_imagenet": (_imagenet_configs, _rotmnist_label)}
-
-
-def _imagenet_configs(params: dict[str, Any], *, write_data: bool = True) -> list[Any]:
-    """Notebook 08's grid; with ``stand_in`` the shards are written first, as the notebook
-    does, and ``data_dir`` must then be the stand-in directory (``grid`` sets it).
-    ``write_data=False`` (``grid --list``): the same configs, nothing written."""
-    from equivlib.experiments import imagenet
-
-    manifest = imagenet.stand_in_manifest(params, write=write_data)
-    return imagenet.configs_from_params(params, manifest)
-
-
-def add_grid_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "grid", help="train (or reuse) every run of a notebook's grid",
-        description="Train the runs a notebook needs, with a profile's parameters, into the "
-                    "same results store the notebook reads (stored runs are reused).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--notebook", required=True, help="notebook name, e.g. 04_rotmnist_rotation")
-    p.add_argument("--profile", default="cpu", help="params/<profile>.yaml section to use")
-    p.add_argument("--root", default=".", help="project root (holds params/ and notebooks/)")
-    p.add_argument("--workers", type=int, default=None, help="runs at once (default: profile's)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    p.add_argument("--device", default=None, help="torch device (default: profile's)")
-    p.add_argument("--shard", default=None, metavar="K/N",
-                   help="train only the K-th of N disjoint parts of the grid (1 <= K <= N), "
-                        "e.g. K=$SLURM_ARRAY_TASK_ID; shards share the results store")
-    p.add_argument("--list", action="store_true", help="list the runs and exit")
-    return p
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> ``(K, N)`` with 1 <= K <= N."""
-    k, slash, n = text.partition("/")
-    try:
-        index, count = int(k), int(n)
-    except ValueError:
-        index = count = 0
-    if not slash or not 1 <= index <= count:
-        raise CliError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 3/8")
-    return index, count
-
-
-def notebook_parameters(notebook: Path) -> dict[str, Any]:
-    """The defaults of a notebook's ``parameters`` cell (literal values only)."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
-    if cell is None:
-        raise CliError(f"{notebook} has no cell tagged 'parameters'")
-    out: dict[str, Any] = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.AnnAssign | ast.Assign):
-            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
-            out[target.id] = ast.literal_eval(node.value)
-    return out
-
-
-def grid_command(a: argparse.Namespace) -> int:
-    from equivlib.engine.config import RunConfig
-    from equivlib.engine.grid import run_grid, shard
-
-    builders = _grid_builders()
-    if a.notebook not in builders:
-        raise CliError(f"no grid for notebook {a.notebook!r}; known: {', '.join(builders)}")
-    root = Path(a.root)
-    notebook = root / "notebooks" / f"{a.notebook}.ipynb"
-    params_file = root / "params" / f"{a.profile}.yaml"
-    for path in (notebook, params_file):
-        if not path.exists():
-            raise CliError(f"{path} not found (run from the project root or pass --root)")
-    params = notebook_parameters(notebook)
-    settings = yaml.safe_load(params_file.read_text()) or {}
-    if a.profile != "smoke" and a.notebook not in settings:  # smoke: the notebook's defaults
-        raise CliError(f"{params_file} has no section {a.notebook!r}, so this grid would "
-                       f"train the notebook's smoke defaults into the {a.profile} store: "
-                       f"restore the section (git diff {params_file}), or use --profile smoke")
-    section = settings.get(a.notebook) or {}
-    unknown = sorted(set(section) - set(params))
-    if unknown:
-        raise CliError(f"{params_file}: unknown parameter(s) {unknown} for {a.notebook}")
-    params.update(section)
-    for flag in ("workers", "threads", "device"):
-        if getattr(a, flag) is not None:
-            params[flag] = getattr(a, flag)
-    part = parse_shard(a.shard) if a.shard is not None else None
-    # the notebook's directories are relative to notebooks/, where papermill runs it
-    base = root / "notebooks"
-    if params.get("stand_in_dir"):
-        params["stand_in_dir"] = str(base / params["stand_in_dir"])
-    try:
-        build, label = builders[a.notebook]
-        if a.list and build is _imagenet_configs:  # listing writes no stand-in data
-            configs = _imagenet_configs(params, write_data=False)
-        else:
-            configs = build(params)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if part is not None:
-        configs = shard(configs, *part)
-    results_dir = base / params["results_dir"]
-    checkpoint_dir = base / params["checkpoint_dir"]
-    if a.list:
-        for c in configs:
-            print(c.key(), label(c), f"seed {c.train.seed}")
-        return 0
-
-    def describe(config: Any) -> str:
-        return f"{RunConfig.from_dict(config).key()} {label(config)} seed " \
-               f"{config['train']['seed']}"
-
-    def report(config: Any, metrics: dict[str, Any], reused: bool) -> None:
-        print(f"{'reused ' if reused else 'trained'} {describe(config)}: mean accuracy "
-              f"{metrics['test_acc_mean']:.3f}", flush=True)
-
-    def held(config: Any, holder: dict[str, Any] | None) -> None:
-        who = (f"{holder.get('host', '?')} pid {holder.get('pid', '?')} since "
-               f"{holder.get('since', '?')}" if holder else "another process")
-        print(f"waiting {describe(config)}: being trained by {who}", flush=True)
-
-    from equivlib.engine.checkpoint import check_writable_dir
-    try:
-        check_writable_dir(results_dir, f"results directory of {a.notebook}")
-        check_writable_dir(checkpoint_dir, f"checkpoint directory of {a.notebook}")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if part is not None:
-        print(f"shard {part[0]}/{part[1]}: {len(configs)} run(s)", flush=True)
-    try:
-        data_dir = (params["stand_in_dir"] if params.get("stand_in")
-                    else params.get("data_dir") or None)
-        run_grid(configs, results_dir, checkpoint_dir, workers=params["workers"],
-                 threads=params["threads"], data_dir=data_dir,
-                 download=bool(params.get("download", False)), device=params["device"],
-                 processes_per_run=params.get("gpus_per_run", 1), on_done=report,
-                 on_held=held)
-    except (ValueError, DatasetMissingError) as exc:
-        raise CliError(str(exc)) from None
-    return 0
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Dispatch ``train`` / ``grid``; bad input becomes one line and exit status 2
-    (``--debug``: the traceback)."""
-    try:
-        return train_command(args) if args.command == "train" else grid_command(args)
-    except CliError as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"python -m equivlib {args.command}: error: {exc}", file=sys.stderr)
-        return 2
