@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from equivlib import progress
 from equivlib.experiments.notebook_params import (
     DRIVER_PARAMETERS,
     ParamsError,
@@ -48,6 +49,7 @@ from equivlib.experiments.notebook_params import (
     notebook_parameters,
 )
 from equivlib.progress import Display, clock, describe
+from equivlib.store import check_writable_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RUN = "; no notebook was run"  # the end of every line that refuses a params file
@@ -273,8 +275,6 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
             display: Display | None = None) -> Outcome:
     """Execute one notebook with papermill in its own process group, showing its progress;
     on success rename its staged files into ``figures``."""
-    from equivlib import progress  # here: equivlib loads torch, not needed to refuse bad input
-
     display = display or Display()
     build = root / "build" / profile
     staging = build / "staging" / job.notebook.stem
@@ -343,8 +343,6 @@ def output_dirs(jobs: list[Job], profile: str, root: Path, figures: Path) -> dic
 def check_output_dirs(dirs: dict[Path, str]) -> None:
     """UsageError naming the first directory that cannot be written (probed without
     creating anything), before any notebook runs."""
-    from equivlib.store import check_writable_dir
-
     for path, what in dirs.items():
         try:
             check_writable_dir(path.resolve(), what)
