@@ -2,9 +2,10 @@
 and the flag combinations it refuses.
 
 ``train`` runs one config: the paper's protocol for ``--dataset`` (DESIGN §7,
-:mod:`equivlib.experiments.protocols`; for mnist :func:`~equivlib.experiments.rotmnist.
-rotmnist_config`, whose defaults are the flags' defaults) with the flags' overrides; under
-``torchrun`` it runs on every process (DDP) and rank 0 writes.
+:mod:`equivlib.experiments.protocols`) with the flags' overrides; under ``torchrun`` it runs
+on every process (DDP) and rank 0 writes. For mnist the config is
+:func:`equivlib.experiments.rotmnist.rotmnist_config`'s, whose own defaults stand for the
+numbers (epochs, batch size, lr, weight decay) the flags leave out.
 """
 
 from __future__ import annotations
