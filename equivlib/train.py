@@ -3,7 +3,7 @@ commands and scripts)."""
 
 import sys
 
-from equivlib.__main__ import main
+from equivlib.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

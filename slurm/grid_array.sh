@@ -4,6 +4,8 @@
 # checkout, which must be on a file system every node sees). Runs are claimed in the store
 # before they train, so overlapping or re-submitted tasks never train a run twice; a task
 # that dies leaves its runs' checkpoints, and the next submission resumes them.
+# The profile is checked as ./run_all.sh checks it (equivlib.experiments.notebook_params):
+# a params file that the rebuild would refuse is refused here before any run is claimed.
 #
 #   sbatch --array=1-16 slurm/grid_array.sh 04_rotmnist_rotation paper
 #   # when every task has finished, draw the figures from the store (no training left):

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from equivlib.__main__ import main
+from equivlib.cli import main
 
 
 def _measured(out: str, module: str) -> float:
@@ -66,4 +66,4 @@ def test_check_without_measurement(capsys):
 def test_bad_input_gives_one_clear_error(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m equivlib: error:") and re.search(message, err, re.I)
+    assert err.startswith("python -m equivlib check: error:") and re.search(message, err, re.I)

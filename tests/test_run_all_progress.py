@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import write_notebook
+
+from equivlib.progress import Display, describe
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-import run_notebooks  # noqa: E402
-from fakes import write_notebook  # noqa: E402
 
 
 @pytest.fixture
@@ -47,12 +46,12 @@ def _driver(project: Path, **popen) -> subprocess.Popen:
      "waiting 9/16 runs (0 reused), 7 held by other processes, 1:00:00 elapsed, ~46:40 left"),
 ])
 def test_status_phrase(event, elapsed, want):
-    assert run_notebooks.describe(event, elapsed) == want
+    assert describe(event, elapsed) == want
 
 
 def test_plain_output_prints_changes_not_every_tick():
     out = io.StringIO()
-    display = run_notebooks.Display(out, interval=0)
+    display = Display(out, interval=0)
     for text in ("training 1/3 runs, 0:01 elapsed", "training 1/3 runs, 0:02 elapsed",
                  "training 2/3 runs, 0:03 elapsed"):
         display.update("04_x.ipynb", text)

@@ -9,10 +9,11 @@ the renames are all-or-nothing per notebook (a failure restores the old set). Al
 and the params file (its sections are notebook names, its keys the notebook's parameters,
 its values of the declared types; every notebook to run has its section, except in the
 smoke profile, whose notebooks may run at their own defaults) are validated before any
-notebook starts.
+notebook starts, by :mod:`equivlib.experiments.notebook_params` (which ``python -m equivlib
+grid`` uses too, so both refuse the same files with the same messages).
 
 While a notebook runs, the terminal shows which one, what it is doing (the training grid
-reports through ``EQUIVLIB_PROGRESS_FILE``, see :mod:`equivlib.progress`), the elapsed time
+reports through ``EQUIVLIB_PROGRESS_FILE``; :mod:`equivlib.progress` shows it), the elapsed time
 and an estimate of what is left: one line updated in place on a terminal, plain lines (at
 most one per ``EQUIVLIB_PROGRESS_INTERVAL`` seconds, default 10) otherwise. None of it
 enters the executed notebooks. A summary follows the last notebook. Ctrl-C, SIGTERM or
@@ -25,11 +26,7 @@ what is kept, and exits 130; processes a finished notebook leaves behind are end
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -41,8 +38,21 @@ from pathlib import Path
 
 import yaml
 
+from equivlib import progress
+from equivlib.experiments.notebook_params import (
+    DRIVER_PARAMETERS,
+    ParamsError,
+    available_notebooks,
+    check_profile,
+    check_sections,
+    load_profile,
+    notebook_parameters,
+)
+from equivlib.progress import Display, clock, describe
+from equivlib.store import check_writable_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+NO_RUN = "; no notebook was run"  # the end of every line that refuses a params file
 
 
 class UsageError(Exception):
@@ -54,41 +64,6 @@ class Job:
     number: str
     notebook: Path
     parameters: dict
-
-
-def available_notebooks(notebook_dir: Path) -> dict[str, Path]:
-    found = {}
-    for path in sorted(notebook_dir.glob("*.ipynb")):
-        match = NOTEBOOK_NAME.match(path.name)
-        if match:
-            found[match.group(1)] = path
-    return found
-
-
-def available_profiles(params_dir: Path) -> list[str]:
-    return sorted(p.stem for p in params_dir.glob("*.yaml"))
-
-
-def load_profile(params_dir: Path, profile: str) -> dict:
-    """The parsed ``params/<profile>.yaml`` (a mapping of notebook names to parameters)."""
-    profiles = available_profiles(params_dir)
-    if profile not in profiles:
-        raise UsageError(
-            f"unknown profile {profile!r}: expected one of {', '.join(profiles)} "
-            f"(files in {params_dir})"
-        )
-    try:
-        data = yaml.safe_load((params_dir / f"{profile}.yaml").read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UsageError(f"params/{profile}.yaml is not valid YAML{line} ({problem}); "
-                         f"fix the file; no notebook was run") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"params/{profile}.yaml must map notebook names to parameters "
-                         f"('01_subsampling: {{...}}'); no notebook was run")
-    return data
 
 
 def select(notebooks: dict[str, Path], only: str | None) -> list[str]:
@@ -114,202 +89,16 @@ def select(notebooks: dict[str, Path], only: str | None) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-@dataclass(frozen=True)
-class Parameter:
-    """One line of a notebook's ``parameters`` cell: its name, declared type and default."""
-
-    name: str
-    kind: str | None
-    default: object
-
-
-def _parameters_source(notebook: Path) -> str | None:
-    """The source of the code cell tagged ``parameters`` (None when there is none)."""
-    cells = json.loads(notebook.read_text()).get("cells", [])
-    for cell in cells:
-        if cell.get("cell_type") == "code" and \
-                "parameters" in cell.get("metadata", {}).get("tags", []):
-            source = cell.get("source", "")
-            return "".join(source) if isinstance(source, list) else source
-    return None
-
-
-def _literal(node: ast.expr | None) -> object:
-    """The value of a literal default (None for anything computed)."""
-    try:
-        return ast.literal_eval(node) if node is not None else None
-    except ValueError:
-        return None
-
-
-def notebook_parameters(notebook: Path) -> dict[str, Parameter]:
-    """The parameters a notebook declares (``name: type = default`` or ``name = default``)."""
-    source = _parameters_source(notebook)
-    if source is None:
-        return {}
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise UsageError(f"{notebook.name}: its parameters cell does not parse ({exc.msg}, "
-                         f"line {exc.lineno}); fix the notebook") from None
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            default = _literal(node.value)
-            kind = node.annotation.id if isinstance(node.annotation, ast.Name) else None
-            found[node.target.id] = Parameter(node.target.id, kind, default)
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                and isinstance(node.targets[0], ast.Name):
-            default = _literal(node.value)
-            kind = type(default).__name__ if default is not None else None
-            found[node.targets[0].id] = Parameter(node.targets[0].id, kind, default)
-    return found
-
-
-DRIVER_PARAMETERS = ("profile", "out_dir")  # set by this driver for every notebook
-TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text",
-              "bool": "true or false"}
-
-
-def _suggest(name: str, valid: list[str]) -> str:
-    """"did you mean 'x'?" for the closest valid name, else the list of valid names."""
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"valid are {', '.join(valid) or 'none'}."
-
-
-def _fits(kind: str | None, value: object) -> bool:
-    """Whether a YAML value can stand for a parameter declared as ``kind``."""
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    return True  # a type this check does not know: the notebook decides
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _type_hint(parameter: Parameter, value: object) -> str:
-    """What to write instead of ``value`` for ``parameter``."""
-    name, kind = parameter.name, parameter.kind
-    if kind == "str":
-        return f'quote it: {name}: "{value}"'
-    numeric = isinstance(value, str) and _looks_numeric(value)
-    exponent = re.fullmatch(r"([+-]?\d+)(?:\.(\d*))?[eE]([+-]?)(\d+)", value) \
-        if isinstance(value, str) else None
-    if kind == "float" and exponent:  # YAML 1.1 floats need a point and a signed exponent
-        mantissa, decimals, sign, power = exponent.groups()
-        fixed = f"{mantissa}.{decimals or 0}e{sign or '+'}{power}"
-        return f"YAML reads {value} as text: write {name}: {fixed}"
-    if numeric and (kind == "float" or value.strip().lstrip("+-").isdigit()):
-        return f"write it without quotes: {name}: {value.strip()}"
-    if kind == "int" and isinstance(value, float) and value.is_integer():
-        return f"write {name}: {int(value)}"
-    if kind == "bool":
-        return f"write {name}: true or {name}: false"
-    return f"write {TYPE_WORDS.get(kind, kind)}, like the default {parameter.default!r}"
-
-
-def _type_problem(section: str, parameter: Parameter, value: object) -> str | None:
-    """Why ``value`` cannot be given to ``parameter`` (None when it can)."""
-    if value is None and parameter.default is not None:
-        return (f"{section}: {parameter.name} has no value; give one like the notebook's "
-                f"default {parameter.default!r}, or remove the key to use that default")
-    if value is None or _fits(parameter.kind, value):
-        return None
-    got = f"{type(value).__name__} {value!r}"
-    if len(got) > 60:
-        got = got[:57] + "..."
-    return (f"{section}: {parameter.name} must be {parameter.kind} "
-            f"(the notebook's default is {parameter.default!r}), got {got}; "
-            f"{_type_hint(parameter, value)}")
-
-
-def _section_problems(section: str, values: object, notebook: Path) -> list[str]:
-    """What is wrong with one section of a params file (empty when nothing is)."""
-    if values is None:
-        return []
-    if not isinstance(values, dict):
-        return [f"section {section!r} must map parameter names to values, "
-                f"got {type(values).__name__}; write e.g. '{section}: {{}}'"]
-    declared = notebook_parameters(notebook)
-    valid = [name for name in declared if name not in DRIVER_PARAMETERS]
-    problems = []
-    for key, value in values.items():
-        if key in DRIVER_PARAMETERS:
-            problems.append(f"{section}: {key!r} is set by run_all.sh for every notebook; "
-                            f"remove it from the section")
-        elif key not in declared:
-            problems.append(f"{section}: unknown parameter {key!r}: {_suggest(str(key), valid)}"
-                            f" Fix the key (the parameters are the cell tagged 'parameters'"
-                            f" of notebooks/{notebook.name})")
-        else:
-            problem = _type_problem(section, declared[key], value)
-            if problem:
-                problems.append(problem)
-    return problems
-
-
-def profile_problems(settings: dict, notebooks: dict[str, Path]) -> list[str]:
-    """Every problem of a params file: unknown sections, unknown keys, mistyped values."""
-    by_name = {path.stem: path for path in notebooks.values()}
-    problems = []
-    for section, values in settings.items():
-        if section not in by_name:
-            problems.append(f"unknown section {section!r}: {_suggest(str(section), list(by_name))}"
-                            f" Rename or remove it (sections are the notebook names in"
-                            f" notebooks/)")
-        else:
-            problems.extend(_section_problems(section, values, by_name[section]))
-    return problems
-
-
-def check_profile(settings: dict, notebooks: dict[str, Path], params_file: str) -> None:
-    """Raise one line naming the params file's first problem (and how many more there are)."""
-    problems = profile_problems(settings, notebooks)
-    if problems:
-        more = f" (and {len(problems) - 1} more problem(s) in this file)" \
-            if len(problems) > 1 else ""
-        raise UsageError(f"{params_file}: {problems[0]}{more}; no notebook was run")
-
-
-DEFAULTS_PROFILE = "smoke"  # the committed defaults: its sections may be left out
-
-
-def check_sections(settings: dict, profile: str, names: list[str]) -> None:
-    """UsageError when a profile other than smoke has no section for a notebook it would run:
-    its figures replace ``figures/``, so a section deleted by mistake must not silently run
-    the notebook at its smoke defaults."""
-    if profile == DEFAULTS_PROFILE:
-        return
-    missing = [name for name in names if name not in settings]
-    if missing:
-        sections = ", ".join(repr(m) for m in missing)
-        raise UsageError(
-            f"params/{profile}.yaml has no section {sections} (a {profile} rebuild replaces "
-            f"figures/, so every notebook it runs needs its section): restore it (git diff "
-            f"params/{profile}.yaml), or write '{missing[0]}: {{}}' to run the notebook's "
-            f"smoke defaults; no notebook was run")
-
-
 def plan(profile: str, only: str | None, root: Path = ROOT) -> list[Job]:
     """Validate the request and return the jobs to run, before running anything."""
-    settings = load_profile(root / "params", profile)
-    notebooks = available_notebooks(root / "notebooks")
-    numbers = select(notebooks, only)
-    check_profile(settings, notebooks, f"params/{profile}.yaml")
-    check_sections(settings, profile, [notebooks[n].stem for n in numbers])
+    try:
+        settings = load_profile(root / "params", profile, tail=NO_RUN)
+        notebooks = available_notebooks(root / "notebooks")
+        numbers = select(notebooks, only)
+        check_profile(settings, notebooks, f"params/{profile}.yaml", tail=NO_RUN)
+        check_sections(settings, profile, [notebooks[n].stem for n in numbers], tail=NO_RUN)
+    except ParamsError as exc:
+        raise UsageError(str(exc)) from None
     jobs = []
     for number in numbers:
         path = notebooks[number]
@@ -406,64 +195,6 @@ class Outcome:
     reused: int | None = None
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def describe(event: dict | None, elapsed: float) -> str:
-    """One status phrase from the latest progress event: stage, counts, time left."""
-    if not event:
-        return f"running, {_clock(elapsed)} elapsed"
-    stage = event.get("stage", "running")
-    if stage in ("training", "waiting") and event.get("total"):
-        total, done = int(event["total"]), int(event.get("done", 0))
-        trained, reused = int(event.get("trained", 0)), int(event.get("reused", 0))
-        text = f"{stage} {done}/{total} runs ({reused} reused)"
-        if stage == "waiting":
-            text += f", {event.get('held', '?')} held by other processes"
-        left = ""
-        if trained and done < total:  # the pace so far (parallel workers included)
-            left = f", ~{_clock(elapsed / trained * (total - done))} left"
-        return f"{text}, {_clock(elapsed)} elapsed{left}"
-    return f"{stage}, {_clock(elapsed)} elapsed"
-
-
-class Display:
-    """Live status: one line rewritten in place on a terminal; otherwise a plain line when
-    the status changed, at most one per ``interval`` seconds (and one a minute regardless)."""
-
-    def __init__(self, stream=None, interval: float | None = None) -> None:
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
-        if interval is None:
-            interval = float(os.environ.get("EQUIVLIB_PROGRESS_INTERVAL", "10"))
-        self.interval, self.last_time, self.last_text, self.width = interval, 0.0, "", 0
-
-    def update(self, name: str, text: str) -> None:
-        line = f"  {name:<36} {text}"
-        if self.tty:
-            pad = max(0, self.width - len(line))
-            self.stream.write("\r" + line + " " * pad)
-            self.stream.flush()
-            self.width = len(line)
-            return
-        now = time.monotonic()
-        key = re.sub(r"[\d:]+ elapsed.*", "", text)  # a change of stage or counts
-        due = now - self.last_time >= (self.interval if key != self.last_text
-                                       else max(60.0, self.interval))  # or a heartbeat
-        if due:
-            print(line, file=self.stream, flush=True)
-            self.last_time, self.last_text = now, key
-
-    def clear(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.width = 0
-
-
 def _last_error(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines()
              if line.strip() and "TCP without encryption" not in line]
@@ -544,8 +275,6 @@ def run_job(job: Job, profile: str, root: Path, figures: Path,
             display: Display | None = None) -> Outcome:
     """Execute one notebook with papermill in its own process group, showing its progress;
     on success rename its staged files into ``figures``."""
-    from equivlib import progress  # here: equivlib loads torch, not needed to refuse bad input
-
     display = display or Display()
     build = root / "build" / profile
     staging = build / "staging" / job.notebook.stem
@@ -614,13 +343,11 @@ def output_dirs(jobs: list[Job], profile: str, root: Path, figures: Path) -> dic
 def check_output_dirs(dirs: dict[Path, str]) -> None:
     """UsageError naming the first directory that cannot be written (probed without
     creating anything), before any notebook runs."""
-    from equivlib.engine.checkpoint import check_writable_dir
-
     for path, what in dirs.items():
         try:
             check_writable_dir(path.resolve(), what)
         except ValueError as exc:
-            raise UsageError(f"{exc}; no notebook was run") from None
+            raise UsageError(f"{exc}{NO_RUN}") from None
 
 
 def figures_dir(profile: str, root: Path = ROOT) -> Path:
@@ -635,8 +362,8 @@ def summary(outcomes: list[Outcome], total: float) -> list[str]:
     for o in outcomes:
         runs = f"{o.trained}/{o.reused}" if o.trained is not None else "-"
         result = f"{len(o.promoted)} file(s) promoted" if o.ok else "FAILED"
-        lines.append(f"  {o.name:<36} {_clock(o.seconds):>8}  {runs:>19}  {result}")
-    lines.append(f"  {'total':<36} {_clock(total):>8}")
+        lines.append(f"  {o.name:<36} {clock(o.seconds):>8}  {runs:>19}  {result}")
+    lines.append(f"  {'total':<36} {clock(total):>8}")
     return lines
 
 
@@ -705,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = figures_dir(args.profile, root)
     try:
         check_output_dirs(output_dirs(jobs, args.profile, root, figures))
-    except UsageError as exc:
+    except (UsageError, ParamsError) as exc:  # ParamsError: a parameters cell that won't parse
         print(f"run_all.sh: error: {exc}", file=sys.stderr)
         return 2
     outcomes: list[Outcome] = []

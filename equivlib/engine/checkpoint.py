@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from equivlib.store.atomic import atomic_write_bytes
+from equivlib.store.writable import check_writable_dir  # noqa: F401  (its old home)
 
 
 def rng_state() -> dict[str, Any]:
@@ -109,25 +109,3 @@ def set_aside(path: str | Path, why: str = "corrupt") -> Path:
         target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
     os.replace(path, target)
     return target
-
-
-def check_writable_dir(path: str | Path, what: str) -> None:
-    """Raise ``ValueError`` unless ``path`` is, or can be created as, a directory we can
-    write to. Probes with a temporary file in the nearest existing ancestor and leaves
-    nothing behind (no directory is created)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path} exists and is not a directory; pick a directory")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{what} {path} cannot be created: {existing} is a file, not a "
-                         "directory; pick another path")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
-    except OSError as exc:
-        raise ValueError(f"{what} {path} is not writable ({exc.strerror or exc} in "
-                         f"{existing}); pick a writable directory") from None
-    os.close(fd)
-    os.unlink(probe)

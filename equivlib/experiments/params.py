@@ -1,21 +1,11 @@
-"""Comma-separated notebook parameters (``"z2,p4,p4m"``, ``"1.0,0.1"``), parsed alike by every
-experiment: one ValueError that names the parameter when an entry is missing or bad."""
+"""Deprecated: :mod:`equivlib.experiments.notebook_params` holds ``split_list`` and
+``number_list`` now; this alias goes in equivlib 0.2."""
 
-from __future__ import annotations
+import warnings
 
+from equivlib.experiments.notebook_params import number_list, split_list
 
-def split_list(text: str, what: str) -> list[str]:
-    """The non-empty, stripped entries of ``text``; ValueError when there are none."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"{what} is empty")
-    return items
+warnings.warn("equivlib.experiments.params moved to equivlib.experiments.notebook_params; "
+              "the alias goes in equivlib 0.2", DeprecationWarning, stacklevel=2)
 
-
-def number_list(text: str, what: str, kind: type) -> list:
-    """The entries of ``text`` converted with ``kind`` (``int`` or ``float``)."""
-    try:
-        return [kind(s) for s in split_list(text, what)]
-    except ValueError:
-        raise ValueError(f"{what}: expected comma-separated {kind.__name__}s, got {text!r}") \
-            from None
+__all__ = ["number_list", "split_list"]

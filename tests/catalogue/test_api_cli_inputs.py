@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from equivlib import LiftingConv2d, assert_equivariant, equivariance_error
-from equivlib.__main__ import main
+from equivlib.cli import main
 from equivlib.data.mnist import load_mnist, load_raw, make_splits
 from equivlib.data.registry import get_dataset
 from equivlib.engine import checkpoint as checkpoint_module
@@ -23,6 +23,7 @@ from equivlib.engine import run as run_module
 from equivlib.engine.config import RunConfig
 from equivlib.engine.run import StopTraining, run
 from equivlib.experiments.rotmnist import configs_from_params, rotmnist_config
+from equivlib.store import writable as writable_module
 
 TRAIN = "python -m equivlib train: error: "
 TINY = dict(epochs=2, batch_size=64, sizes=(128, 32, 32), angles=[0.0, 90.0], channels=2)
@@ -121,14 +122,14 @@ def read_only(workdir, monkeypatch) -> Path:
     which ignores permission bits)."""
     ro = workdir / "ro"
     ro.mkdir()
-    mkstemp = checkpoint_module.tempfile.mkstemp
+    mkstemp = writable_module.tempfile.mkstemp
 
     def refuse(*args, dir=None, **kwargs):
         if dir is not None and Path(dir).resolve().is_relative_to(ro.resolve()):
             raise PermissionError(13, "Permission denied")
         return mkstemp(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(writable_module.tempfile, "mkstemp", refuse)
     return ro
 
 
@@ -186,7 +187,7 @@ def test_unexpected_error_is_one_line_or_the_traceback(workdir, capsys, monkeypa
 
 
 def test_debug_shows_the_traceback_of_bad_input_too(workdir):
-    from equivlib.engine.cli import CliError
+    from equivlib.cli import CliError
 
     with pytest.raises(CliError, match="--epochs 0"):
         main(["train", "--epochs", "0", "--debug"])

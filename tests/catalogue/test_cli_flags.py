@@ -6,6 +6,8 @@ exit status 2 and nothing written:
 - a flag of one dataset given with another (``--regime biased --sigma 20`` on
   ``pcam_stand_in``, ``--fraction`` on MNIST): refused, naming the datasets it applies to;
 - ``grid --profile cpu`` for a notebook without its section in ``params/cpu.yaml``;
+- ``grid`` with a params file ``./run_all.sh`` refuses (mistyped values, unknown keys, a bad
+  section of another notebook): refused with run_all.sh's line;
 - ``zoo --sizes 1-100000`` (an hour without a word): more than 512 sizes are refused; long
   runs show their progress on stderr.
 """
@@ -16,16 +18,20 @@ import io
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from equivlib import __main__ as cli_main
-from equivlib.__main__ import main
+from equivlib.cli import main
+from equivlib.cli.zoo import ZooProgress
 from equivlib.experiments.rotmnist import rotmnist_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = "python -m equivlib train: error: "
+sys.path.insert(0, str(ROOT / "tools"))
+
+import run_notebooks  # noqa: E402  (tools/run_notebooks.py: the driver of run_all.sh)
 
 
 @pytest.fixture(autouse=True)
@@ -149,8 +155,9 @@ def test_flags_of_every_dataset_apply_to_mnist_too(workdir, capsys):
 def test_grid_refuses_a_profile_without_the_notebooks_section(tmp_path, capsys):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
-    shutil.copy2(ROOT / "notebooks" / "04_rotmnist_rotation.ipynb", tmp_path / "notebooks")
-    (tmp_path / "params" / "cpu.yaml").write_text("01_subsampling: {}\n")
+    for name in ("04_rotmnist_rotation", "05_rotmnist_statistics"):
+        shutil.copy2(ROOT / "notebooks" / f"{name}.ipynb", tmp_path / "notebooks")
+    (tmp_path / "params" / "cpu.yaml").write_text("05_rotmnist_statistics: {}\n")
     before = _tree(tmp_path)
     assert main(["grid", "--notebook", "04_rotmnist_rotation", "--root", str(tmp_path)]) == 2
     captured = capsys.readouterr()
@@ -159,6 +166,61 @@ def test_grid_refuses_a_profile_without_the_notebooks_section(tmp_path, capsys):
         f"python -m equivlib grid: error: {params} has no section '04_rotmnist_rotation', so "
         "this grid would train the notebook's smoke defaults into the cpu store: restore the "
         f"section (git diff {params}), or use --profile smoke")
+    assert _tree(tmp_path) == before
+
+
+# ------------------------------------------------------------------ grid and run_all.sh alike
+NB04 = "04_rotmnist_rotation"
+HINT = "Fix the key (the parameters are the cell tagged 'parameters' of notebooks/"
+PARAMS_CASES = [
+    pytest.param(f"{NB04}:\n  epochs: many\n",
+                 f"params/cpu.yaml: {NB04}: epochs must be int (the notebook's default is 1), "
+                 "got str 'many'; write a whole number, like the default 1", id="text-for-int"),
+    pytest.param(f"{NB04}:\n  seeds: 2.5\n",
+                 f"params/cpu.yaml: {NB04}: seeds must be int (the notebook's default is 1), "
+                 "got float 2.5; write a whole number, like the default 1", id="float-for-int"),
+    pytest.param(f"{NB04}:\n  lr: 1e-3\n",
+                 f"params/cpu.yaml: {NB04}: lr must be float (the notebook's default is 0.01), "
+                 "got str '1e-3'; YAML reads 1e-3 as text: write lr: 1.0e-3", id="yaml-1e-3"),
+    pytest.param(f"{NB04}:\n  sizes: 4000\n",
+                 f"params/cpu.yaml: {NB04}: sizes must be str (the notebook's default is "
+                 "'128,64,64'), got int 4000; quote it: sizes: \"4000\"", id="number-for-text"),
+    pytest.param(f"{NB04}:\n  epohcs: 3\n",
+                 f"params/cpu.yaml: {NB04}: unknown parameter 'epohcs': did you mean 'epochs'? "
+                 f"{HINT}{NB04}.ipynb)", id="key-typo"),
+    pytest.param(f"{NB04}:\n  out_dir: x\n",
+                 f"params/cpu.yaml: {NB04}: 'out_dir' is set by run_all.sh for every notebook; "
+                 "remove it from the section", id="driver-parameter"),
+    pytest.param(f"{NB04}: {{}}\n06_classification:\n  epochs: x\n",
+                 "params/cpu.yaml: 06_classification: epochs must be int (the notebook's "
+                 "default is 1), got str 'x'; write a whole number, like the default 1",
+                 id="another-section"),
+    pytest.param(f"{NB04}:\n  epochs: 2\n count: 6\n",
+                 "params/cpu.yaml is not valid YAML at line 3 (expected <block end>, but "
+                 "found '<block mapping start>'); fix the file", id="broken-yaml"),
+]
+
+
+@pytest.mark.parametrize("text, problem", PARAMS_CASES)
+def test_grid_refuses_what_run_all_refuses_with_the_same_message(tmp_path, capsys, text,
+                                                                   problem):
+    """Was: grid took the values untyped (``epochs: many``, ``seeds: 2.5``: a TypeError deep
+    in the grid, exit 1; ``lr: 1e-3``, ``sizes: 4000``: refused by the config in other words;
+    a bad value in another section: accepted). Both read
+    :mod:`equivlib.experiments.notebook_params` now."""
+    for part in ("params", "notebooks"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    (tmp_path / "params" / "cpu.yaml").write_text(text)
+    before = _tree(tmp_path)
+    assert main(["grid", "--notebook", NB04, "--profile", "cpu", "--root", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert _one_line(captured.err) == f"python -m equivlib grid: error: {problem}"
+    assert run_notebooks.main(["--profile", "cpu", "--only", "04", "--root",
+                               str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert _one_line(captured.err) == f"run_all.sh: error: {problem}; no notebook was run"
     assert _tree(tmp_path) == before
 
 
@@ -171,7 +233,7 @@ def test_zoo_refuses_more_than_512_sizes(tmp_path, monkeypatch, capsys, sizes, c
     monkeypatch.chdir(tmp_path)
     line = _refused(capsys, ["zoo", "resnet18", "--sizes", sizes], tmp_path)
     assert line == (
-        f"python -m equivlib: error: sizes: {sizes!r} names {count} sizes, more than 512 at "
+        f"python -m equivlib zoo: error: sizes: {sizes!r} names {count} sizes, more than 512 at "
         "once (each size is traced on every model): narrow the ranges, e.g. 220-260,299, or "
         "split the run into several commands")
 
@@ -196,7 +258,7 @@ def test_zoo_progress_rewrites_one_line_on_a_terminal(monkeypatch):
             return True
 
     out = Terminal()
-    progress = cli_main.ZooProgress(2, stream=out)
+    progress = ZooProgress(2, stream=out)
     progress.interval = 0
     for done in (1, 2, 3, 4):
         progress(done, 4)

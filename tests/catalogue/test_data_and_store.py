@@ -23,12 +23,12 @@ import h5py
 import numpy as np
 import pytest
 
-from equivlib.__main__ import main
+from equivlib.cli import main
+from equivlib.cli.train import json_line
 from equivlib.data.identity import data_identity
 from equivlib.data.pcam import pcam_files
 from equivlib.data.pcam_stand_in import write_pcam_h5
 from equivlib.engine import run as run_module
-from equivlib.engine.cli import json_line
 from equivlib.engine.grid import run_grid
 from equivlib.experiments.protocols import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config

@@ -39,7 +39,7 @@ from fakes import _write_cifar10, _write_cifar100
 from PIL import Image
 from scipy.io import savemat
 
-from equivlib.__main__ import main
+from equivlib.cli import main
 from equivlib.data.imagenet_tfrecord import SCAN_RECORDS, TFRecordImages, write_tfrecord_shards
 from equivlib.data.registry import check_dataset, get_dataset
 

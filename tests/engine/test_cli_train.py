@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from equivlib.__main__ import build_parser, main
-from equivlib.engine.cli import config_from_args
+from equivlib.cli import build_parser, main
+from equivlib.cli.train import config_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--channels", "2", "--epochs", "1", "--batch-size", "64", "--sizes", "128", "32", "32",
@@ -101,7 +101,7 @@ def test_grid_lists_the_notebook_runs(tmp_path, capsys):
 def test_grid_list_of_the_imagenet_stand_in_writes_nothing(tmp_path, capsys):
     """--list gives the keys the run would use (the stand-in's record counts are in the
     configs) without writing the TFRecord shards."""
-    from equivlib.engine.cli import _imagenet_configs, notebook_parameters
+    from equivlib.cli.grid import _imagenet_configs, notebook_defaults
 
     for part in ("params", "notebooks"):
         shutil.copytree(ROOT / part, tmp_path / part)
@@ -111,7 +111,7 @@ def test_grid_list_of_the_imagenet_stand_in_writes_nothing(tmp_path, capsys):
     assert len(listed) == 4
     assert not (tmp_path / "build").exists() and not list(tmp_path.rglob("*-of-*"))
     # the keys are those of the grid that writes the shards (the same manifest)
-    params = notebook_parameters(tmp_path / "notebooks" / "08_imagenet.ipynb")
+    params = notebook_defaults(tmp_path / "notebooks" / "08_imagenet.ipynb")
     params["stand_in_dir"] = str(tmp_path / "shards")
     unwritten = [c.key() for c in _imagenet_configs(params, write_data=False)]
     assert not (tmp_path / "shards").exists()
@@ -159,3 +159,21 @@ def test_grid_of_the_paper_profile_without_data_is_one_error(tmp_path, capsys, m
     assert len(err.splitlines()) == 1
     assert f"error: {dataset} not found in {tmp_path / 'no-data'}" in err
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("flags, numbers, key", [
+    ([], {}, "f822ef5eedf249e2"),
+    (["--epochs", "3", "--lr", "0.5"], {"epochs": 3, "lr": 0.5}, "126489c472a6cd27"),
+    (["--batch-size", "64", "--weight-decay", "0"], {"batch_size": 64, "weight_decay": 0.0},
+     "ada2765632e1ff97"),
+])
+def test_mnist_numbers_not_given_are_rotmnist_configs_defaults(flags, numbers, key):
+    """epochs, batch size, lr and weight decay left out: rotmnist_config's own defaults (the
+    one place that spells them), the same config and results-store key as before the CLI
+    stopped repeating them (keys pinned from that version)."""
+    from equivlib.experiments.rotmnist import rotmnist_config
+
+    config = config_from_args(build_parser().parse_args(["train", *flags]))
+    want = rotmnist_config("p4_mnist_cnn", 28, sigma=20.0, angles=[10.0 * i for i in range(36)],
+                           **numbers)
+    assert config.to_dict() == want.to_dict() and config.key() == want.key() == key

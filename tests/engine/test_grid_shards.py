@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from equivlib.__main__ import main
-from equivlib.engine.cli import CliError, parse_shard
+from equivlib.cli import CliError, main
+from equivlib.cli.grid import parse_shard
 from equivlib.engine.grid import shard
 from equivlib.store.results import load_result
 
