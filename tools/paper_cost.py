@@ -107,13 +107,11 @@ class RunCost:
 def grid_configs(notebook: str, profile: str = "paper") -> tuple[list[Any], dict[str, Any]]:
     """The notebook's grid as ``grid --notebook NOTEBOOK --profile PROFILE`` builds it (the
     same builders; nothing written, no data read) and its parameters."""
-    from equivlib.engine.cli import _grid_builders, _imagenet_configs, notebook_parameters
+    from equivlib.cli.grid import notebook_defaults, notebook_grid
 
-    params = notebook_parameters(ROOT / "notebooks" / f"{notebook}.ipynb")
+    params = notebook_defaults(ROOT / "notebooks" / f"{notebook}.ipynb")
     params.update(yaml.safe_load((ROOT / "params" / f"{profile}.yaml").read_text())[notebook])
-    if notebook == "08_imagenet":
-        return _imagenet_configs(params, write_data=False), params
-    return _grid_builders()[notebook][0](params), params
+    return notebook_grid(notebook, params, write_data=False)[0], params
 
 
 @cache

@@ -21,8 +21,8 @@ from torch import nn
 
 from equivlib.cli import CliError
 from equivlib.data.photos import photo_batch
-from equivlib.exactness import nearest_exact_size, trace
 from equivlib.groups import get_group
+from equivlib.tracer import nearest_exact_size, trace
 
 
 def _registry() -> ModuleType | None:

@@ -41,7 +41,6 @@ from equivlib.data.transforms import biased_angle, rotate, test_transform, train
 from equivlib.data.transforms import uniform_angles as uniform_regime_angles
 from equivlib.engine.checkpoint import (
     CorruptCheckpoint,
-    check_writable_dir,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -63,6 +62,7 @@ from equivlib.layers import convert_sync_batchnorm
 from equivlib.models import get_model
 from equivlib.store.provenance import collect as collect_provenance
 from equivlib.store.results import load_result, save_result
+from equivlib.store.writable import check_writable_dir
 
 
 class StopTraining(RuntimeError):
