@@ -90,13 +90,13 @@ def test_run_sweep_table(measured):
     assert len(wide) == 2 + 8
 
 
-def test_check_tracer(measured):
+def test_assert_tracer_agrees(measured):
     _, table, _ = measured
-    assert exp.check_tracer(table, "float64") == \
+    assert exp.assert_tracer_agrees(table, "float64") == \
         "tracer and measurement agree on all 4 (model, state, size) cases"
     lying = table.assign(trace_exact=~table.trace_exact)
     with pytest.raises(AssertionError, match="tracer and measurement disagree: p4_resnet20"):
-        exp.check_tracer(lying, "float64")
+        exp.assert_tracer_agrees(lying, "float64")
 
 
 def test_plot_errors(measured):
