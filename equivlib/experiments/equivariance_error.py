@@ -176,7 +176,7 @@ def loss_report(losses: dict[str, float], steps: int) -> str:
                      for name, loss in losses.items())
 
 
-def training_check(losses: dict[str, float], steps: int) -> str:
+def assert_losses_finite(losses: dict[str, float], steps: int) -> str:
     """AssertionError unless every trained model's last loss is finite; one line that holds
     on any machine (the losses themselves, :func:`loss_report`, follow the trajectory)."""
     if not losses:
@@ -185,6 +185,14 @@ def training_check(losses: dict[str, float], steps: int) -> str:
     if bad:
         raise AssertionError(f"non-finite training loss: {', '.join(bad)}")
     return f"{len(losses)} models trained for {steps} Adam steps each: every loss finite"
+
+
+def training_check(losses: dict[str, float], steps: int) -> str:
+    """Deprecated alias of :func:`assert_losses_finite`."""
+    warnings.warn("equivlib.experiments.equivariance_error.training_check was renamed "
+                  "assert_losses_finite; the alias goes in equivlib 0.2", DeprecationWarning,
+                  stacklevel=2)
+    return assert_losses_finite(losses, steps)
 
 
 def wide_table(table: pd.DataFrame) -> str:

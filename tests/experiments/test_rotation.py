@@ -76,6 +76,7 @@ def test_run_labels_alias():
     ("classification", "check_invariant_runs", "assert_invariant_runs"),
     ("imagenet", "check_exact_runs", "assert_exact_runs"),
     ("equivariance_error", "check_tracer", "assert_tracer_agrees"),
+    ("equivariance_error", "training_check", "assert_losses_finite"),
     ("unequivariance", "check_claim", "assert_claim_c4"),
 ])
 def test_renamed_assertions_keep_a_deprecated_alias(module, old, new, monkeypatch):
