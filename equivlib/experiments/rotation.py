@@ -26,6 +26,7 @@ from equivlib.models import get_model
 
 QUARTER_TURNS = (0.0, 90.0, 180.0, 270.0)
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model at an input size, e.g. ``p4_mnist_cnn@28``; ``coset_pool=False``: a group
