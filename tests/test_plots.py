@@ -26,7 +26,7 @@ from equivlib.experiments import (  # noqa: E402
     classification,
     imagenet,
     pcam,
-    rotmnist,
+    rotation,
     subsampling,
     zoo,
 )
@@ -116,8 +116,8 @@ ROTMNIST_SPECS = [_spec("P4-28", True), _spec("P4-27", False), _spec("Z2-28", No
 
 
 def _rotmnist(seeds=2):
-    return rotmnist.plot_accuracy_vs_rotation(
-        rotmnist_table(seeds), [rotmnist.RegimeSpec("none"), rotmnist.RegimeSpec("uniform")],
+    return rotation.plot_accuracy_vs_rotation(
+        rotmnist_table(seeds), [rotation.RegimeSpec("none"), rotation.RegimeSpec("uniform")],
         ROTMNIST_SPECS)
 
 

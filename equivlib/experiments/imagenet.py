@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import pandas as pd
 
 from equivlib.engine.config import RunConfig
 from equivlib.experiments.params import number_list, split_list
-from equivlib.experiments.protocols import paper_config, train_overrides
+from equivlib.experiments.recipes import paper_config, train_overrides
+from equivlib.experiments.rotation import ModelSpec, NotebookGrid, run_label
 
 GROUPS = ("z2", "p4")
 SIZES = (224, 225)
@@ -175,15 +177,40 @@ def stand_in_manifest(params: dict[str, Any], *, write: bool = True) -> dict[str
     return write_stand_in(params["stand_in_dir"], train, valid)
 
 
+PARAMETERS = ("models", "sizes", "width", "coset_pool", "seeds", "epochs", "batch_per_gpu",
+              "gpus_per_run", "lr", "error_images", "stand_in", "stand_in_dir",
+              "stand_in_images", "device")
+"""The notebook parameters the grid of 08 is built from."""
+
+
+def notebook_grid(params: dict[str, Any], *, write_data: bool = True) -> NotebookGrid:
+    """Notebook 08's grid from its parameters (:data:`PARAMETERS`). With ``stand_in`` the
+    shards are written first (skipped if present; ``write_data=False``: the same configs,
+    nothing written) and the grid's ``data_dir`` is ``stand_in_dir``."""
+    manifest = stand_in_manifest(params, write=write_data)
+    configs = configs_from_params(params, manifest)
+    specs = list(dict.fromkeys(ModelSpec.of(c) for c in configs))
+    lines = []
+    if manifest:
+        lines.append(f"stand-in: {manifest['train_records']} training and "
+                     f"{manifest['valid_records']} validation images of "
+                     f"{len(manifest['photos'])} classes in {params['stand_in_dir']}")
+    lines.append(f"{len(configs)} runs, each over {params['gpus_per_run']} DDP processes "
+                 f"({params['device']}); global batch {configs[0].train.batch_size}, SGD lr "
+                 f"{configs[0].optim.lr:g}, {params['epochs']} epoch(s)")
+    lines += [f"  {s.description}" for s in specs]
+    return NotebookGrid(configs, specs, "\n".join(lines),
+                        STAND_IN_NOTE if params["stand_in"] else "",
+                        data_dir=params["stand_in_dir"] if manifest else None)
+
+
 def results_table(configs: Sequence[RunConfig], metrics: Sequence[dict[str, Any]],
                   ) -> pd.DataFrame:
     """One row per run and quarter turn: top-1, top-5, and the run's logit invariance error
     and process count."""
-    from equivlib.experiments.rotmnist import ModelSpec
-
     rows = []
     for c, m in zip(configs, metrics, strict=True):
-        label = ModelSpec(c.model.name, c.data.input_size).label
+        label = run_label(c)
         top5 = m.get("test_top5", {})
         for angle in QUARTERS:
             rows.append({"model": label, "seed": c.train.seed, "angle": float(angle),
@@ -196,8 +223,8 @@ def results_table(configs: Sequence[RunConfig], metrics: Sequence[dict[str, Any]
 LOGITS_ROUNDING = 1e-4  # float32 rounding of the logits' invariance error, with margin
 
 
-def check_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
-                     processes: int) -> str:
+def assert_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
+                      processes: int) -> str:
     """AssertionError unless every run used ``processes`` DDP processes and every exact model
     has logits invariant to quarter turns (error below ``LOGITS_ROUNDING``) and the same
     top-1 at the four quarter turns in every seed. One line per model that holds on any
@@ -221,6 +248,14 @@ def check_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
                      f"{'above' if error >= LOGITS_ROUNDING else 'below'} {LOGITS_ROUNDING:.0e}")
             lines.append(f"{model:7s} ({kind}): logit invariance error {where}")
     return "\n".join(lines)
+
+def check_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
+                     processes: int) -> str:
+    """Deprecated alias of :func:`assert_exact_runs`."""
+    warnings.warn("equivlib.experiments.imagenet.check_exact_runs was renamed "
+                  "assert_exact_runs; the alias goes in equivlib 0.2", DeprecationWarning,
+                  stacklevel=2)
+    return assert_exact_runs(table, exact, processes)
 
 
 def exactness_report(table: pd.DataFrame, exact: dict[str, bool | None]) -> str:

@@ -5,8 +5,8 @@ models at four depths.
 
 PCam does not ship in a package; the cpu profile runs the same configs on
 :mod:`equivlib.data.pcam_stand_in` (:data:`STAND_IN`), read through the same h5 reader. Its
-numbers are never PCam's. Tables and the accuracy figure are RotMNIST's
-(:mod:`equivlib.experiments.rotmnist`): one "regime" (upright training), models labelled
+numbers are never PCam's. Tables and the accuracy figure are the shared ones of
+:mod:`equivlib.experiments.rotation`: one "regime" (upright training), models labelled
 ``P4-97`` and so on.
 """
 
@@ -22,8 +22,8 @@ import pandas as pd
 from equivlib.data.pcam_stand_in import STAND_IN_NOTE  # noqa: F401  (re-exported for notebook 07)
 from equivlib.engine.config import RunConfig
 from equivlib.experiments.params import number_list, split_list
-from equivlib.experiments.protocols import PCAM_WIDTHS, paper_config, train_overrides
-from equivlib.experiments.rotmnist import ModelSpec
+from equivlib.experiments.recipes import PCAM_WIDTHS, paper_config, train_overrides
+from equivlib.experiments.rotation import ModelSpec, NotebookGrid, RegimeSpec, run_label
 
 DATASETS = ("pcam", "pcam_stand_in")
 STAND_IN = "pcam_stand_in"
@@ -90,7 +90,27 @@ def configs_from_params(params: dict[str, Any]) -> list[RunConfig]:
 
 def model_specs(configs: Sequence[RunConfig]) -> list[ModelSpec]:
     """The distinct (model, size) of the configs, in order (labels ``P4-97``, ...)."""
-    return list(dict.fromkeys(ModelSpec(c.model.name, c.data.input_size) for c in configs))
+    return list(dict.fromkeys(ModelSpec.of(c) for c in configs))
+
+
+PARAMETERS = ("dataset", "models", "sizes", "seeds", "depth", "epochs", "batch_size", "lr",
+              "angle_step", "error_images", "stand_in_sizes")
+"""The notebook parameters the grid of 07 is built from."""
+
+
+def notebook_grid(params: dict[str, Any]) -> NotebookGrid:
+    """Notebook 07's grid from its parameters (:data:`PARAMETERS`): the configs of
+    :func:`configs_from_params`, one upright regime, the stand-in note on
+    :data:`STAND_IN`, and a description (runs, training, each model's exactness)."""
+    configs = configs_from_params(params)
+    specs = model_specs(configs)
+    lines = [f"{len(configs)} runs of ResNet-{params['depth']} on {params['dataset']}; "
+             f"{params['epochs']} epoch(s), batch {params['batch_size']}, SGD lr "
+             f"{params['lr']}; tested at {len(configs[0].test.angles)} rotations"]
+    lines += [f"  {m.description}" for m in specs]
+    stand_in = STAND_IN_NOTE if params["dataset"] == STAND_IN else ""
+    return NotebookGrid(configs, specs, "\n".join(lines), stand_in,
+                        regimes=[RegimeSpec("none")])
 
 
 def error_table(configs: Sequence[dict[str, Any] | RunConfig],
@@ -100,7 +120,7 @@ def error_table(configs: Sequence[dict[str, Any] | RunConfig],
     rows = []
     for c, m in zip(configs, metrics, strict=True):
         c = RunConfig.from_dict(c)
-        label = ModelSpec(c.model.name, c.data.input_size).label
+        label = run_label(c)
         errors = m.get("equivariance_error", {})
         order = [n for n in ERROR_LAYERS if n in errors] + sorted(set(errors) - set(ERROR_LAYERS))
         for layer, error in ((n, errors[n]) for n in order):  # network order, not JSON's

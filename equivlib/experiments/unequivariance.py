@@ -11,6 +11,7 @@ so the horse is bright on a zero background, resized and standardised, in float6
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -153,8 +154,8 @@ def training_summary(run: Training) -> str:
     return "\n".join(lines)
 
 
-def check_claim(run: Training, inexact_size: int, exact_size: int) -> str:
-    """Claim C4, checked (AssertionError when it breaks): at the inexact size 100 % accuracy
+def assert_claim_c4(run: Training, inexact_size: int, exact_size: int) -> str:
+    """Claim C4, asserted (AssertionError when it breaks): at the inexact size 100 % accuracy
     and a loss below LOSS_TARGET; at the exact size 50 % at every step, x and T x never told
     apart and a loss never below ln 2. Returns three lines of evidence."""
     inexact, exact = run.curve(inexact_size), run.curve(exact_size)
@@ -177,6 +178,13 @@ def check_claim(run: Training, inexact_size: int, exact_size: int) -> str:
         f"loss never below ln 2 = {CHANCE_LOSS:.4f}",
         f"largest |logits(x) - logits(T x)| over training: {inexact_size}: above {TIE:.0e} "
         f"(told apart), {exact_size}: below {TIE:.0e} (float rounding)"])
+
+def check_claim(run: Training, inexact_size: int, exact_size: int) -> str:
+    """Deprecated alias of :func:`assert_claim_c4`."""
+    warnings.warn("equivlib.experiments.unequivariance.check_claim was renamed "
+                  "assert_claim_c4; the alias goes in equivlib 0.2", DeprecationWarning,
+                  stacklevel=2)
+    return assert_claim_c4(run, inexact_size, exact_size)
 
 
 # ---------------------------------------------------------------------------- why

@@ -17,7 +17,7 @@ from equivlib.data.base import DatasetMissingError
 from equivlib.engine.grid import run_grid
 from equivlib.experiments.classification import (
     Variant,
-    check_invariant_runs,
+    assert_invariant_runs,
     claims_table,
     classification_config,
     configs_from_params,
@@ -28,9 +28,9 @@ from equivlib.experiments.classification import (
     plot_seen_unseen,
     results_table,
     summary_table,
-    welch,
     welch_tests,
 )
+from equivlib.experiments.rotation import welch
 
 P4 = Variant("p4")
 TINY = dict(width=2, epochs=1, batch_size=40)
@@ -175,10 +175,10 @@ def test_invariant_runs_check_fails_on_a_quarter_turn_spread():
 
     row = dict(invariant=True, seen=0.5, unseen=0.5, rot0=0.5, rot90=0.5, rot180=0.5,
                rot270=0.5)
-    assert "1 exactly invariant runs" in check_invariant_runs(pd.DataFrame([row]))
+    assert "1 exactly invariant runs" in assert_invariant_runs(pd.DataFrame([row]))
     spread = pd.DataFrame([{**row, "rot90": 0.49, "unseen": 0.4975}])
     with pytest.raises(AssertionError, match="differ by 0.01"):
-        check_invariant_runs(spread)
+        assert_invariant_runs(spread)
     assert list(exactness_table([classification_config("cifar10", P4, 33),
                                  classification_config("cifar10", P4, 32)]).exact) == [True,
                                                                                       False]

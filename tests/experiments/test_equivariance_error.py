@@ -90,13 +90,13 @@ def test_run_sweep_table(measured):
     assert len(wide) == 2 + 8
 
 
-def test_check_tracer(measured):
+def test_assert_tracer_agrees(measured):
     _, table, _ = measured
-    assert exp.check_tracer(table, "float64") == \
+    assert exp.assert_tracer_agrees(table, "float64") == \
         "tracer and measurement agree on all 4 (model, state, size) cases"
     lying = table.assign(trace_exact=~table.trace_exact)
     with pytest.raises(AssertionError, match="tracer and measurement disagree: p4_resnet20"):
-        exp.check_tracer(lying, "float64")
+        exp.assert_tracer_agrees(lying, "float64")
 
 
 def test_plot_errors(measured):
@@ -122,8 +122,8 @@ def test_plot_errors(measured):
     ({"p4_resnet44": 0.0}, 200, "1 models trained for 200 Adam steps each: every loss finite"),
     ({}, 0, "no training run (train_steps 0): initialisation only"),
 ])
-def test_training_check_passes_finite_losses(losses, steps, expected):
-    assert exp.training_check(losses, steps) == expected
+def test_assert_losses_finite_passes_finite_losses(losses, steps, expected):
+    assert exp.assert_losses_finite(losses, steps) == expected
 
 
 @pytest.mark.parametrize("losses, message", [
@@ -132,21 +132,21 @@ def test_training_check_passes_finite_losses(losses, steps, expected):
     ({"z2_resnet20": float("-inf"), "p4_resnet20": float("nan"), "p4m_resnet20": 0.5},
      "non-finite training loss: z2_resnet20, p4_resnet20$"),
 ])
-def test_training_check_names_the_models_with_a_non_finite_loss(losses, message):
+def test_assert_losses_finite_names_the_models_with_a_non_finite_loss(losses, message):
     with pytest.raises(AssertionError, match=message):
-        exp.training_check(losses, 1)
+        exp.assert_losses_finite(losses, 1)
 
 
-def test_training_check_of_the_sweep(measured):
+def test_assert_losses_finite_of_the_sweep(measured):
     sweep, _, losses = measured
-    assert exp.training_check(losses, sweep.train_steps) == \
+    assert exp.assert_losses_finite(losses, sweep.train_steps) == \
         "2 models trained for 1 Adam steps each: every loss finite"
 
 
-def test_training_check_without_training():
+def test_assert_losses_finite_without_training():
     sweep = exp.Sweep.from_params(**{**PARAMS, "models": "p4_resnet20", "sizes": "17",
                                      "train_steps": 0})
     _, losses = exp.run_sweep(sweep)
     assert losses == {}
-    assert exp.training_check(losses, sweep.train_steps) == \
+    assert exp.assert_losses_finite(losses, sweep.train_steps) == \
         "no training run (train_steps 0): initialisation only"

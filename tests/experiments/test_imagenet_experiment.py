@@ -135,9 +135,9 @@ GOOD_RUNS = {"P4-224": [_metrics([0.5, 0.4, 0.3, 0.45], 0.03), _metrics([0.5] * 
         "P4-224  (not equivariant): logit invariance error above 1e-04",
         "P4-225  (approximate): logit invariance error below 1e-04"]),
 ])
-def test_check_exact_runs_passes(shards, runs, exact, expected):
+def test_assert_exact_runs_passes(shards, runs, exact, expected):
     table = _runs(shards, runs)
-    assert imagenet.check_exact_runs(table, exact, 2).splitlines() == expected
+    assert imagenet.assert_exact_runs(table, exact, 2).splitlines() == expected
 
 
 @pytest.mark.parametrize("runs, processes, message", [
@@ -151,6 +151,6 @@ def test_check_exact_runs_passes(shards, runs, exact, expected):
     ({**GOOD_RUNS, "P4-225": [_metrics([0.5] * 4, 2e-7), _metrics([0.5, 0.5, 0.5, 0.501], 2e-7)]},
      2, "^P4-225 is exact but its quarter-turn top-1 differ$"),
 ])
-def test_check_exact_runs_refuses(shards, runs, processes, message):
+def test_assert_exact_runs_refuses(shards, runs, processes, message):
     with pytest.raises(AssertionError, match=message):
-        imagenet.check_exact_runs(_runs(shards, runs), EXACT, processes)
+        imagenet.assert_exact_runs(_runs(shards, runs), EXACT, processes)

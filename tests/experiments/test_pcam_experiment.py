@@ -75,7 +75,7 @@ def test_tables_keep_network_and_angle_order_for_stored_results(trained):
     "20.0", "stages.0" before "stem"); the tables put them back in numeric / network order."""
     import json
 
-    from equivlib.experiments.rotmnist import accuracy_table
+    from equivlib.experiments.rotation import accuracy_table
 
     configs, metrics = trained
     stored = [json.loads(json.dumps(m, sort_keys=True)) for m in metrics]

@@ -5,23 +5,27 @@ import torch
 from scipy.integrate import quad
 
 from equivlib.experiments import rotmnist
-from equivlib.experiments.rotmnist import (
+from equivlib.experiments.rotation import (
     ModelSpec,
     RegimeSpec,
     RunLog,
     accuracy_table,
-    experiment_configs,
+    assert_exact_quarter_turns,
     format_summary,
-    parse_models,
-    parse_regimes,
+    latex_table,
     per_run,
     quarter_turn_spread,
-    rotmnist_config,
     summary_table,
     training_angle_density,
+    welch_tests,
+)
+from equivlib.experiments.rotmnist import (
+    experiment_configs,
+    parse_models,
+    parse_regimes,
+    rotmnist_config,
     upright_confusions,
     upright_drops,
-    welch_tests,
 )
 
 TRAINING = dict(epochs=2, batch_size=32, lr=0.01, weight_decay=1e-5, lr_step=10, dropout=0.0,
@@ -147,26 +151,26 @@ MODELS = "p4_mnist_cnn@28,p4_mnist_cnn@27,z2_mnist_cnn@28"
     (0.0005, "none", "P4-28 (exact): the same accuracy at 0°, 90°, 180° and 270° in all 1 "
                      "regime(s), every seed"),  # 0.05 points: within SAME_ACCURACY_POINTS
 ])
-def test_check_exact_quarter_turns_passes(spread, regimes, expected):
+def test_assert_exact_quarter_turns_passes(spread, regimes, expected):
     table = _exact_quarter_turns(spread, regimes)
-    assert rotmnist.check_exact_quarter_turns(table, parse_models(MODELS)) == expected
+    assert assert_exact_quarter_turns(table, parse_models(MODELS)) == expected
     # only exact models are held to it: P4-27 differs by 10 points and Z2 is not judged
-    assert rotmnist.check_exact_quarter_turns(table, parse_models("p4_mnist_cnn@27")) == \
+    assert assert_exact_quarter_turns(table, parse_models("p4_mnist_cnn@27")) == \
         "no exact model in the grid"
 
 
 @pytest.mark.parametrize("spread, points", [(0.002, "0.20"), (-0.05, "5.00")])
-def test_check_exact_quarter_turns_refuses_an_exact_model_that_differs(spread, points):
+def test_assert_exact_quarter_turns_refuses_an_exact_model_that_differs(spread, points):
     table = _exact_quarter_turns(spread)
     with pytest.raises(AssertionError, match=f"^P4-28 is exact but its quarter-turn "
                                              f"accuracies differ by {points} points$"):
-        rotmnist.check_exact_quarter_turns(table, parse_models(MODELS))
+        assert_exact_quarter_turns(table, parse_models(MODELS))
 
 
-def test_check_exact_quarter_turns_of_the_fake_runs():
+def test_assert_exact_quarter_turns_of_the_fake_runs():
     """``_fake``'s exact model is 0.01 better at 0° per seed: 2 points apart in seed 2."""
     with pytest.raises(AssertionError, match=r"P4-28 is exact but .* differ by 2\.\d\d points"):
-        rotmnist.check_exact_quarter_turns(accuracy_table(*_fake()), parse_models(MODELS))
+        assert_exact_quarter_turns(accuracy_table(*_fake()), parse_models(MODELS))
 
 
 @pytest.mark.parametrize("regime", [RegimeSpec("biased", 20.0), RegimeSpec("biased", 40.0),
@@ -182,7 +186,6 @@ def test_training_angle_density_is_a_density(regime):
 
 
 def test_latex_table():
-    from equivlib.experiments.rotmnist import latex_table
     summary = summary_table(accuracy_table(*_fake()))
     tex = latex_table(summary, caption="cap")
     assert tex.count(r"\\") == 1 + len(summary)

@@ -56,8 +56,9 @@ def test_run_reports_every_run_and_returns_metrics_in_order(monkeypatch, capsys)
     metrics = grid.run("res", "ckpt", workers=2, threads=1, data_dir="", device="cpu")
     assert [m["test_acc"]["0.0"] for m in metrics] == [0.0, 0.1, 0.2]
     assert seen == {"workers": 2, "threads": 1, "data_dir": None, "device": "cpu",
+                    "download": False, "processes_per_run": 1,
                     "results_dir": "res", "checkpoint_dir": "ckpt"}
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "[2/3] P4-27, none, seed 0: train 1 s, test 1 s, accuracy at 0° 0.100"
+    assert out[0] == "[2/3] P4-27  none           seed 0: train 1 s, test 1 s, accuracy at 0° 0.100"
     assert out[2].startswith("2 runs trained, 1 reused from res; wall time ")
     assert out[-1].split() == ["Z2-28", "10.0", "20.0"]

@@ -113,15 +113,15 @@ CLAIM = [
     ({"exact_gap": 1e-9}, "told x and T x apart"),
     ({"exact_loss": 0.5}, "loss fell below ln 2"),
 ])
-def test_check_claim(kwargs, message):
+def test_assert_claim_c4(kwargs, message):
     run = _fake_run(**kwargs)
     if message is None:
-        text = exp.check_claim(run, 32, 33)
+        text = exp.assert_claim_c4(run, 32, 33)
         assert text.splitlines() == CLAIM  # thresholds only: the same text on any machine
         assert "5.0" not in text and "1.0e-03" not in text
     else:
         with pytest.raises(AssertionError, match=message):
-            exp.check_claim(run, 32, 33)
+            exp.assert_claim_c4(run, 32, 33)
 
 
 def test_invariance_report_and_pooled_features(run):
