@@ -13,14 +13,14 @@ in each precision:
   kernels round differently (the GPU column needs a lent GPU).
 
 Per cell: the mean relative logit change under the three non-identity quarter turns
-(DESIGN §4, logits invariant: ``||f(g x) - f(x)|| / ||f(x)||`` per image, mean over images and
-turns) and its maximum over images, the quarter-turn prediction agreement (the fraction of
-test images whose predicted class is the same at 0°, 90°, 180° and 270°), the accuracy spread
-over the quarter turns, the images "within reach" (the fraction whose float32 top-2 logit
-margin, relative to the logits' norm, is smaller than the cell's largest logit change: the
-images whose prediction that much noise could flip) and the relative logit gap to float32
-on upright images (the precision's own rounding, for scale). The engine's reported
-``seen`` / ``unseen`` (policy: float32) come from the run itself. Usage::
+(docs/design.md §4, logits invariant: ``||f(g x) - f(x)|| / ||f(x)||`` per image, mean over
+images and turns) and its maximum over images, the quarter-turn prediction agreement (the
+fraction of test images whose predicted class is the same at 0°, 90°, 180° and 270°), the
+accuracy spread over the quarter turns, the images "within reach" (the fraction whose
+float32 top-2 logit margin, relative to the logits' norm, is smaller than the cell's largest
+logit change: the images whose prediction that much noise could flip) and the relative logit
+gap to float32 on upright images (the precision's own rounding, for scale). The engine's
+reported ``seen`` / ``unseen`` (policy: float32) come from the run itself. Usage::
 
     .venv/bin/python benchmarks/precision_table.py                  # both cases, ~5 min
     .venv/bin/python benchmarks/precision_table.py --case mnist --train-amp none

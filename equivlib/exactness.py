@@ -1,4 +1,4 @@
-"""When is a subsampling layer exactly equivariant? The condition as arithmetic (DESIGN.md §2).
+"""When is a subsampling layer exactly equivariant? The condition as arithmetic (docs/design.md §2).
 
 One spatial axis of size ``n``, kernel ``k``, dilation ``d``, stride ``s``, symmetric
 zero padding ``p``. Output ``i`` is centred at input coordinate ``s*i - p + d*(k-1)/2``.

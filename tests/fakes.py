@@ -1,5 +1,6 @@
 """Small files in the real on-disk formats of downloadable datasets, for tests (imported
-by test modules: tests/ is on sys.path through conftest.py)."""
+by test modules as ``tests.fakes``: pyproject's pytest ``pythonpath`` puts the root on
+sys.path)."""
 
 import pickle
 import struct

@@ -1,4 +1,4 @@
-"""The exactness arithmetic (DESIGN.md §2): is_exact / output_size against hand-worked cases,
+"""The exactness arithmetic (docs/design.md §2): is_exact / output_size against hand-worked cases,
 chains of layers, the shifted-window condition, and the deprecated tracer aliases."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Notebook outputs that nbval compares must hold on any machine (DESIGN §5).
+"""Notebook outputs that nbval compares must hold on any machine (docs/design.md §5).
 
 A compared output prints verdicts against thresholds, counts and configurations; numbers
 that float rounding or a training trajectory can move go to cells tagged

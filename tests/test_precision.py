@@ -24,7 +24,7 @@ NO_POLICY = Precision(torch.bfloat16, eval_autocast=torch.bfloat16)  # evaluatio
 FLOAT32_BOUND = 1e-4  # rotation change of an exact model in float32 stays below this
 BF16_BOUND = 5e-4  # ... and under bf16 autocast exceeds this (on 32 images)
 
-EXACT = [  # (model, input size, kwargs): exact at that size (DESIGN §2)
+EXACT = [  # (model, input size, kwargs): exact at that size (docs/design.md §2)
     ("p4_resnet20", 33, {"widths": [4, 8, 16]}),
     ("p4m_resnet20", 33, {"widths": [2, 4, 8]}),
 ]

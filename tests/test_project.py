@@ -5,17 +5,16 @@ from __future__ import annotations
 import ast
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+from tests.fakes import write_notebook
+from tools import run_notebooks
 
-import run_notebooks  # noqa: E402
-from fakes import write_notebook  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PROFILES = sorted((ROOT / "params").glob("*.yaml"))

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import write_notebook
 
 from equivlib.progress import Display, describe
+from tests.fakes import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,58 +28,22 @@ from equivlib.experiments.notebook_params import (
 
 
 # ------------------------------------------------------------------ the notebooks' grids
-def _rotmnist_label(config: Any) -> str:
-    from equivlib.experiments.rotmnist import run_labels
-
-    label, regime = run_labels(config)
-    return f"{label:6s} {regime:14s}"
-
-
-def _classification_label(config: Any) -> str:
-    from equivlib.experiments.classification import run_row
-
-    r = run_row(config)
-    amount = (f"{r['train_images']} images" if r.get("train_images") is not None
-              else f"fraction {r['fraction']:g}")
-    return f"{r['model']:11s} {r['size']:3d} {r['dataset']:10s} augment {r['augment']:7s} " \
-           f"{amount}"
-
-
-def _grid_builders() -> dict[str, tuple[Any, Any]]:
-    """Notebook name -> (configs from its parameters, one-line label of a run)."""
-    from equivlib.experiments import classification, pcam, rotmnist
-
-    return {"04_rotmnist_rotation": (rotmnist.configs_from_params, _rotmnist_label),
-            "05_rotmnist_statistics": (rotmnist.configs_from_params, _rotmnist_label),
-            "06_classification": (classification.configs_from_params, _classification_label),
-            "07_pcam": (pcam.configs_from_params, _rotmnist_label),
-            "08_imagenet": (_imagenet_configs, _rotmnist_label)}
-
-
-def _imagenet_configs(params: dict[str, Any], *, write_data: bool = True) -> list[Any]:
-    """Notebook 08's grid; with ``stand_in`` the shards are written first, as the notebook
-    does, and ``data_dir`` must then be the stand-in directory (``grid`` sets it).
-    ``write_data=False`` (``grid --list``): the same configs, nothing written."""
-    from equivlib.experiments import imagenet
-
-    manifest = imagenet.stand_in_manifest(params, write=write_data)
-    return imagenet.configs_from_params(params, manifest)
-
-
 def grid_notebooks() -> list[str]:
-    """The notebooks that have a grid, in order."""
-    return list(_grid_builders())
+    """The notebooks that have a grid, in order (:mod:`equivlib.experiments.grids`)."""
+    from equivlib.experiments import grids
+
+    return grids.grid_names()
 
 
 def notebook_grid(notebook: str, params: dict[str, Any], *,
                   write_data: bool = True) -> tuple[list[Any], Callable[[Any], str]]:
     """The run configs of ``notebook``'s grid with ``params`` and the one-line label of a
-    run (the one place that maps notebook names to grids; ``write_data=False``: no
-    stand-in data written, for ``--list``). ValueError for parameters the grid refuses."""
-    build, label = _grid_builders()[notebook]
-    if not write_data and build is _imagenet_configs:
-        return _imagenet_configs(params, write_data=False), label
-    return build(params), label
+    run, from the registry the notebooks use (``write_data=False``: no stand-in data
+    written, for ``--list``). ValueError for parameters the grid refuses."""
+    from equivlib.experiments import grids
+
+    grid = grids.notebook_grid(notebook, params, write_data=write_data)
+    return grid.configs, grid.label
 
 
 # ------------------------------------------------------------------ parameters

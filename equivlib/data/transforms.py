@@ -1,4 +1,4 @@
-"""Image transforms of every protocol in DESIGN §7, and the rotations of the tests.
+"""Image transforms of every protocol in docs/design.md §7, and the rotations of the tests.
 
 Per-sample transforms take a ``uint8`` image ``(C, H, W)`` and a ``torch.Generator`` and
 return a float image in ``[0, 1]``; every random choice is drawn from that generator, which

@@ -13,8 +13,7 @@ _TRAIN = ("IMAGE_CHANNELS", "KWARG_FLAGS", "model_misfit", "models_for", "check_
           "ROTMNIST_FLAGS", "check_config_conflicts", "check_flags_apply", "config_from_args",
           "train_command", "json_line", "_checked_config", "_config_file", "_merge",
           "_parse_set")
-_GRID = ("_rotmnist_label", "_classification_label", "_grid_builders", "_imagenet_configs",
-         "add_grid_parser", "parse_shard", "grid_command")
+_GRID = ("add_grid_parser", "parse_shard", "grid_command")
 # old name -> "module:new name"
 _MOVED = {"CliError": "equivlib.cli:CliError", "run_command": "equivlib.cli:run_command",
           "notebook_parameters": "equivlib.cli.grid:notebook_defaults",

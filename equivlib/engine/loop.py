@@ -112,7 +112,7 @@ def evaluate(model: nn.Module, loader: DataLoader, *, mean: Sequence[float],
 
 
 def quarter_turn_summary(acc: dict[float, float]) -> dict[str, float]:
-    """The classification metrics of DESIGN §7 from accuracies per angle: ``seen`` (0°),
+    """The classification metrics of docs/design.md §7 from accuracies per angle: ``seen`` (0°),
     ``unseen`` (0/90/180/270 pooled) and each quarter turn; empty when an angle is missing."""
     quarters = [0.0, 90.0, 180.0, 270.0]
     if not all(q in acc for q in quarters):
@@ -126,7 +126,7 @@ def quarter_turn_summary(acc: dict[float, float]) -> dict[str, float]:
 def equivariance_errors(model: nn.Module, loader: DataLoader, layers: Sequence[str], *,
                         group: str, mean: Sequence[float], std: Sequence[float],
                         device: torch.device, images: int = 64) -> dict[str, float]:
-    """Mean relative equivariance error (DESIGN §4) of the trained model at the modules
+    """Mean relative equivariance error (docs/design.md §4) of the trained model at the modules
     ``layers`` (``"output"``: the logits) on the first ``images`` test images, eval mode,
     in float32 (the precision policy)."""
     from equivlib.checks import layerwise_errors

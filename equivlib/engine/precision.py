@@ -1,6 +1,6 @@
 """The engine's precision policy: mixed precision may train; float32 measures.
 
-Exactness (DESIGN §2) survives float32 rounding but not bf16/fp16. A 90° rotation permutes
+Exactness (docs/design.md §2) survives float32 rounding but not bf16/fp16. A 90° rotation permutes
 pixels, so an exact network computes the same sums for an image and its rotation, only in
 another order: in float32 the logits then differ by rounding (about 1e-7 relative). Under
 autocast every layer's output is also rounded to 8 (bf16) or 11 (fp16) significant bits,

@@ -4,7 +4,7 @@ ResNet-44 at input 32 (approximately equivariant: the stride-2 stages do not fit
 fractions of the training set, tested upright ("seen") and at the four quarter turns
 ("unseen", pooled); P4M also on the mirrored test set.
 
-The paper's datasets are CIFAR-10, CIFAR-100 and Flowers-102 (protocol: DESIGN §7). None
+The paper's datasets are CIFAR-10, CIFAR-100 and Flowers-102 (protocol: docs/design.md §7). None
 ships in a package, so the cpu profile runs the same configs on a stand-in, the embedded
 MNIST digits with the CIFAR protocol (:data:`STAND_IN`); its numbers are never CIFAR's.
 """
@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from equivlib.engine.config import RunConfig
-from equivlib.exactness import trace
-from equivlib.experiments.params import number_list, split_list
+from equivlib.experiments.notebook_params import number_list, split_list
 from equivlib.experiments.recipes import paper_config
 from equivlib.experiments.rotation import ModelSpec, NotebookGrid, welch
 from equivlib.models import get_model
+from equivlib.tracer import trace
 
 PAPER_DATASETS = ("cifar10", "cifar100", "flowers102")
 STAND_IN = "mnist"
@@ -79,7 +79,7 @@ def classification_config(dataset: str, variant: Variant, input_size: int, *,
                           epochs: int | None = None, batch_size: int | None = None,
                           lr: float | None = None,
                           stand_in_sizes: Sequence[int] = (4000, 50, 950)) -> RunConfig:
-    """One run of the experiment: the CIFAR/Flowers protocol of DESIGN §7 (Adam, OneCycleLR
+    """One run of the experiment: the CIFAR/Flowers protocol of docs/design.md §7 (Adam, OneCycleLR
     per batch, last epoch) with these overrides. ``fraction`` < 1 trains on a seeded subset
     (the same for every model) for ``epochs / fraction`` epochs, so the steps stay constant.
     ``width``: first-stage width (stages ``w, 2w, 4w``; default the paper's per group);
@@ -179,7 +179,7 @@ def notebook_grid(params: dict[str, Any]) -> NotebookGrid:
         f"{len(configs)} runs of ResNet-{depth}; {params['epochs']} epoch(s) at fraction 1, "
         f"batch {params['batch_size']}, Adam + OneCycle lr {params['lr']}, horizontal flips "
         f"{'on' if params['flips'] else 'off'}\n"
-        "exactness of every model and input size (equivlib.exactness.trace):\n"
+        "exactness of every model and input size (equivlib.tracer.trace):\n"
         + exactness_table(configs).to_string(index=False))
     models = list(dict.fromkeys(ModelSpec.of(c) for c in configs))
     return NotebookGrid(configs, models, description, stand_in, label=grid_label)
@@ -196,7 +196,7 @@ def _exactness(name: str, widths: tuple[int, ...], coset_pool: bool,
 
 def run_row(config: dict[str, Any] | RunConfig) -> dict[str, Any]:
     """What identifies a run in the tables: dataset, augmentation, fraction, model label,
-    input size, seed, and (from :func:`equivlib.exactness.trace`) whether every subsampling
+    input size, seed, and (from :func:`equivlib.tracer.trace`) whether every subsampling
     layer fits (``exact``) and whether the logits are then invariant (``invariant``)."""
     c = RunConfig.from_dict(config)
     group = c.model.name.split("_", 1)[0]
@@ -304,7 +304,7 @@ def _mean_std(values: np.ndarray) -> str:
 
 
 def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The paper's pattern (DESIGN §1, C2 and C3) tested on these runs, one row per claim,
+    """The paper's pattern (docs/design.md §1, C2 and C3) tested on these runs, one row per claim,
     setting and model, with the numbers behind each verdict (accuracies in %, mean ± std over
     seeds; Welch's two-sided p between the compared groups of seeds):
 
@@ -540,7 +540,7 @@ def _drop_bar(ax, x: float, step: float, row, colour: str, size: int,
 
 def exactness_table(configs: Sequence[dict[str, Any] | RunConfig]) -> pd.DataFrame:
     """One row per model and input size of the grid: ``exact`` (every subsampling layer
-    fits, from :func:`equivlib.exactness.trace`) and ``invariant`` (exact and coset-pooled)."""
+    fits, from :func:`equivlib.tracer.trace`) and ``invariant`` (exact and coset-pooled)."""
     rows = pd.DataFrame([run_row(c) for c in configs])
     return rows.drop_duplicates(["model", "size"])[["model", "size", "exact", "invariant"]]
 

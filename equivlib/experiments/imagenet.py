@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from equivlib.engine.config import RunConfig
-from equivlib.experiments.params import number_list, split_list
+from equivlib.experiments.notebook_params import number_list, split_list
 from equivlib.experiments.recipes import paper_config, train_overrides
 from equivlib.experiments.rotation import ModelSpec, NotebookGrid, run_label
 
@@ -123,7 +123,7 @@ def imagenet_config(group: str, input_size: int, *, width: int = 32, coset_pool:
                     seed: int = 0, epochs: int | None = None, batch_size: int | None = None,
                     lr: float | None = None, error_images: int = 64,
                     stand_in: dict[str, Any] | None = None) -> RunConfig:
-    """One run: ImageNet's protocol (DESIGN §7: SGD, lr 0.1 per 256 images of global batch,
+    """One run: ImageNet's protocol (docs/design.md §7: SGD, lr 0.1 per 256 images of global batch,
     5 warm-up epochs, x0.1 at 30/60/80) for the P4 ResNet-18 of ``width`` (its Z2 twin:
     ``2 * width``), tested at the quarter turns with top-1/top-5 and the invariance error of
     the logits. ``stand_in`` (a :func:`write_stand_in` manifest) sets the class count and

@@ -21,7 +21,7 @@ import pandas as pd
 
 from equivlib.data.pcam_stand_in import STAND_IN_NOTE  # noqa: F401  (re-exported for notebook 07)
 from equivlib.engine.config import RunConfig
-from equivlib.experiments.params import number_list, split_list
+from equivlib.experiments.notebook_params import number_list, split_list
 from equivlib.experiments.recipes import PCAM_WIDTHS, paper_config, train_overrides
 from equivlib.experiments.rotation import ModelSpec, NotebookGrid, RegimeSpec, run_label
 
@@ -48,7 +48,7 @@ def pcam_config(dataset: str, group: str, input_size: int, *, seed: int = 0, dep
                 lr: float | None = None, angle_step: float = 10.0,
                 error_images: int = 64, stand_in_sizes: Sequence[int] = (2000, 300, 300),
                 ) -> RunConfig:
-    """One run: PCam's protocol (DESIGN §7: SGD + MultiStepLR, best-valid model, widths Z2
+    """One run: PCam's protocol (docs/design.md §7: SGD + MultiStepLR, best-valid model, widths Z2
     [8, 14, 28] / P4 [4, 7, 14] with coset pooling) with these overrides; the test covers
     rotations every ``angle_step`` degrees and the equivariance error at :data:`ERROR_LAYERS`."""
     if dataset not in DATASETS:

@@ -1,7 +1,7 @@
-"""The paper's training recipe per dataset (DESIGN §7) as run configs: what
+"""The paper's training recipe per dataset (docs/design.md §7) as run configs: what
 ``python -m equivlib train --dataset NAME`` starts from before its flags override it.
 
-Facts from the paper and the authors' code; where DESIGN §7 is silent the choice is said
+Facts from the paper and the authors' code; where docs/design.md §7 is silent the choice is said
 here. Data *sources* (embedded vs downloaded files) are options, not recipe: MNIST uses
 the embedded digits unless ``source: torchvision`` is asked for. (The transform presets
 of :data:`equivlib.data.transforms.PROTOCOLS` are a different thing: how images are

@@ -2,7 +2,7 @@
 label, long and summary tables, Welch's t-tests, the quarter-turn assertion, the
 accuracy-vs-rotation figure, the LaTeX table, the grid log and the one ``NotebookGrid``.
 
-Exactness is read from :func:`equivlib.exactness.trace` at each model's input size: a model
+Exactness is read from :func:`equivlib.tracer.trace` at each model's input size: a model
 is exact when every subsampling layer keeps its grid symmetric there, and only then are its
 quarter-turn accuracies equal (up to float rounding of the logits).
 """
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from equivlib.engine.config import RunConfig
-from equivlib.exactness import trace
 from equivlib.models import get_model
+from equivlib.tracer import trace
 
 QUARTER_TURNS = (0.0, 90.0, 180.0, 270.0)
 
@@ -51,7 +51,7 @@ class ModelSpec:
 
     @property
     def exact(self) -> bool | None:
-        """True/False for group models (from :func:`equivlib.exactness.trace`), None for Z2."""
+        """True/False for group models (from :func:`equivlib.tracer.trace`), None for Z2."""
         return _is_exact(self.model, self.input_size)
 
     @property

@@ -21,9 +21,9 @@ import pandas as pd
 
 from equivlib.data.registry import get_dataset
 from equivlib.engine.config import RunConfig
-from equivlib.engine.trained import predict_test_set
+from equivlib.engine.restore import predict_test_set
 from equivlib.experiments import rotation
-from equivlib.experiments.params import split_list
+from equivlib.experiments.notebook_params import split_list
 from equivlib.experiments.recipes import ROTMNIST, paper_config
 
 MNIST_MODELS = ("p4_mnist_cnn", "z2_mnist_cnn")
@@ -77,7 +77,7 @@ def rotmnist_config(model: str = "p4_mnist_cnn", input_size: int = 28, *,
                     channels: int | None = None, sizes: Sequence[int] = ROTMNIST.sizes,
                     source: str = "embedded", split_seed: int = 0,
                     angles: Sequence[float] | None = None) -> RunConfig:
-    """One RotMNIST run (DESIGN §7): the paper's recipe (the defaults here are
+    """One RotMNIST run (docs/design.md §7): the paper's recipe (the defaults here are
     :data:`equivlib.experiments.recipes.ROTMNIST`) with these settings. Notebooks 04/05 and
     ``python -m equivlib train --dataset mnist`` build their configs here, so the same
     settings give the same results-store key."""

@@ -1,7 +1,7 @@
 """Why subsampling breaks equivariance (notebook 01, claim C1): the sampling centres of a
 strided layer before and after a rotation, one strided convolution measured on a photo, and
 the exact input sizes of the paper's architectures, found by tracing the registered models
-(:func:`equivlib.exactness.exact_input_sizes`).
+(:func:`equivlib.tracer.exact_input_sizes`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from equivlib.exactness import exact_input_sizes, is_exact, output_size, trace
+from equivlib.exactness import is_exact, output_size
 from equivlib.models import get_model
+from equivlib.tracer import exact_input_sizes, trace
 
 KERNEL, STRIDE, PADDING = 3, 2, 1  # the layer of the demo: a 3x3 conv, stride 2, padding 1
 DRAW_SIZES = (8, 9)  # small even/odd grids for the picture; only the parity matters
@@ -153,7 +154,7 @@ def _model(name: str) -> torch.nn.Module:
 def exact_sizes(architectures: dict[str, str] | None = None,
                 ranges: Sequence[range] = SIZE_RANGES) -> dict[tuple[str, int], bool]:
     """``{(label, n): exact}`` for every architecture (label -> registered model name) and
-    every size of ``ranges``, from :func:`equivlib.exactness.exact_input_sizes`."""
+    every size of ``ranges``, from :func:`equivlib.tracer.exact_input_sizes`."""
     architectures = ARCHITECTURES if architectures is None else architectures
     table = {}
     for label, name in architectures.items():

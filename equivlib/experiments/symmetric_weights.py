@@ -1,6 +1,6 @@
 """Weights that make an ordinary network as symmetric as its architecture allows (notebook 09).
 
-:func:`equivlib.exactness.trace` judges the sampling grids of a network and *assumes* that the
+:func:`equivlib.tracer.trace` judges the sampling grids of a network and *assumes* that the
 weights indexed by a position inside a window are D4-symmetric, as a group convolution's are:
 convolution kernels, relative position bias tables, the weights of a 2x2 patch merge. With
 such weights, pointwise layers and global pooling, a network whose grids are all symmetric

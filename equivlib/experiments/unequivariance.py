@@ -20,9 +20,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from equivlib.exactness import is_exact, trace
+from equivlib.exactness import is_exact
 from equivlib.groups import P4
 from equivlib.models import get_model
+from equivlib.tracer import trace
 
 MODEL = "p4_single_layer"
 KERNEL, STRIDE, PADDING = 3, 2, 1  # its lifting conv

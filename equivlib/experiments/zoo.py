@@ -1,7 +1,7 @@
 """Which well-known architectures are exact at which input sizes (notebook 09).
 
 Every torchvision classification model is built on the meta device (no weights, no memory)
-and traced with :func:`equivlib.exactness.trace` at each input size: exact (every
+and traced with :func:`equivlib.tracer.trace` at each input size: exact (every
 subsampling grid symmetric under 90° rotations and flips), not exact (the first layer
 that breaks it is named), unknown (an op the tracer cannot judge, e.g. interpolation:
 never guessed) or n/a (the model refuses the size, e.g. a ViT built for 224). "Exact" is
@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from equivlib.exactness import nearest_exact_size, trace
-from equivlib.experiments.params import split_list
+from equivlib.experiments.notebook_params import split_list
 from equivlib.progress import emit
+from equivlib.tracer import nearest_exact_size, trace
 
 COMMON_SIZES = (*range(220, 233), 256, 299, 384, 512)
 VERDICTS = ("exact", "not exact", "unknown", "n/a")

@@ -7,7 +7,7 @@ Modules (as torchvision's ``models``): :mod:`~equivlib.models._api` (the registr
 :mod:`~equivlib.models.resnet`, :mod:`~equivlib.models.mnist_cnn`,
 :mod:`~equivlib.models.single_layer`; importing this package registers every builder.
 
-Exactness (DESIGN.md §2, checked by :func:`equivlib.tracer.trace`):
+Exactness (docs/design.md §2, checked by :func:`equivlib.tracer.trace`):
 
 - pre-activation ResNets (stride-2 3x3 / pad 1 convs and 1x1 stride-2 shortcuts) need an
   **odd** input at every stride-2 stage: ResNet-44 at 33 or 97 (not 32, 96), ResNet-18 at 225

@@ -10,7 +10,7 @@ interpolation), a *region* (the set of points a mixing op merged, e.g. a 2x2 pat
 ``CONST`` for values no symmetry moves (constants, zero padding, class tokens, globally pooled
 features). Attention scores carry two labels per element (query, key). Each grid is
 symmetric about its own centre: whether it is centred in the image is what the grid op that
-made it was judged on (DESIGN.md §2, at the op's own input size).
+made it was judged on (docs/design.md §2, at the op's own input size).
 
 **Ops.**
 

@@ -18,7 +18,6 @@ import io
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,10 @@ import pytest
 from equivlib.cli import main
 from equivlib.cli.zoo import ZooProgress
 from equivlib.experiments.rotmnist import rotmnist_config
+from tools import run_notebooks  # the driver of run_all.sh
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = "python -m equivlib train: error: "
-sys.path.insert(0, str(ROOT / "tools"))
-
-import run_notebooks  # noqa: E402  (tools/run_notebooks.py: the driver of run_all.sh)
 
 
 @pytest.fixture(autouse=True)

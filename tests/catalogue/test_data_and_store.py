@@ -30,7 +30,7 @@ from equivlib.data.pcam import pcam_files
 from equivlib.data.pcam_stand_in import write_pcam_h5
 from equivlib.engine import run as run_module
 from equivlib.engine.grid import run_grid
-from equivlib.experiments.protocols import paper_config
+from equivlib.experiments.recipes import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config
 from equivlib.store.claims import claim_path, read_claim
 from equivlib.store.results import load_result, result_path, save_result

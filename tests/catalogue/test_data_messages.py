@@ -35,13 +35,13 @@ import pytest
 import torch._dynamo  # noqa: F401  (before TensorFlow: importing triton after it crashes)
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.flowers102 as tv_flowers
-from fakes import _write_cifar10, _write_cifar100
 from PIL import Image
 from scipy.io import savemat
 
 from equivlib.cli import main
 from equivlib.data.imagenet_tfrecord import SCAN_RECORDS, TFRecordImages, write_tfrecord_shards
 from equivlib.data.registry import check_dataset, get_dataset
+from tests.fakes import _write_cifar10, _write_cifar100
 
 TRAIN = "python -m equivlib train: error: "
 RUN = ["--results-dir", "res", "--checkpoint-dir", "ck"]

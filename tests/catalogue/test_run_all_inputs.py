@@ -13,18 +13,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.fakes import write_notebook
+from tools import run_notebooks
 
-import run_notebooks  # noqa: E402
-from fakes import write_notebook  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
 
 OLD_TIME = 1_600_000_000  # the old figures' modification time (2020)
 ALPHA_PARAMETERS = 'count: int = 3  # c\nrate: float = 0.5  # r\nlabel: str = "a"  # l'

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "catalogue"))
+from tests.catalogue.test_run_all_inputs import _venv_is_current
+from tests.fakes import write_notebook
 
-from fakes import write_notebook  # noqa: E402
-from test_run_all_inputs import _venv_is_current  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
 
 GRID = "\n".join([
     "import subprocess, sys, time",

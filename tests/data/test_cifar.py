@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
-from fakes import _write_cifar10, _write_cifar100
 
 from equivlib.data.base import DatasetMissingError
 from equivlib.data.registry import check_dataset, get_dataset
+from tests.fakes import _write_cifar10, _write_cifar100
 
 WRITERS = {"cifar10": _write_cifar10, "cifar100": _write_cifar100}
 

@@ -1,4 +1,4 @@
-"""Transforms of every protocol (DESIGN §7) and the rotations of the tests
+"""Transforms of every protocol (docs/design.md §7) and the rotations of the tests
 (``equivlib.data.transforms``)."""
 
 import math

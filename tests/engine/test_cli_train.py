@@ -101,7 +101,7 @@ def test_grid_lists_the_notebook_runs(tmp_path, capsys):
 def test_grid_list_of_the_imagenet_stand_in_writes_nothing(tmp_path, capsys):
     """--list gives the keys the run would use (the stand-in's record counts are in the
     configs) without writing the TFRecord shards."""
-    from equivlib.cli.grid import _imagenet_configs, notebook_defaults
+    from equivlib.cli.grid import notebook_defaults, notebook_grid
 
     for part in ("params", "notebooks"):
         shutil.copytree(ROOT / part, tmp_path / part)
@@ -113,9 +113,9 @@ def test_grid_list_of_the_imagenet_stand_in_writes_nothing(tmp_path, capsys):
     # the keys are those of the grid that writes the shards (the same manifest)
     params = notebook_defaults(tmp_path / "notebooks" / "08_imagenet.ipynb")
     params["stand_in_dir"] = str(tmp_path / "shards")
-    unwritten = [c.key() for c in _imagenet_configs(params, write_data=False)]
+    unwritten = [c.key() for c in notebook_grid("08_imagenet", params, write_data=False)[0]]
     assert not (tmp_path / "shards").exists()
-    written = [c.key() for c in _imagenet_configs(params)]
+    written = [c.key() for c in notebook_grid("08_imagenet", params)[0]]
     assert list((tmp_path / "shards").glob("train-*-of-*")) and written == unwritten
 
 

@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ddp_helpers import exit_worker
 from torch.utils.data import TensorDataset
 
 from equivlib.data.loaders import set_epoch, train_loader
@@ -26,6 +25,7 @@ from equivlib.engine.distributed import DistContext
 from equivlib.engine.loop import train_one_epoch
 from equivlib.layers import convert_sync_batchnorm
 from equivlib.models import get_model
+from tests.ddp_helpers import exit_worker
 
 EPOCHS = 3
 RUN = ["train", "--dataset", "mnist", "--model", "p4_mnist_cnn", "--channels", "4",

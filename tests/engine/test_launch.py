@@ -7,7 +7,7 @@ import pytest
 
 from equivlib.engine.grid import GridRunError, run_grid
 from equivlib.engine.launch import LaunchError, torchrun_command, train_with_torchrun
-from equivlib.experiments.protocols import paper_config
+from equivlib.experiments.recipes import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config
 from equivlib.store.results import load_result, provenance_of
 

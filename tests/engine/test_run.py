@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from fakes import _write_cifar10
 
 from equivlib.data.base import ArrayDataset, DatasetInfo, DatasetSplits
 from equivlib.data.mnist import load_raw, make_splits
@@ -15,9 +14,10 @@ from equivlib.engine import checkpoint as checkpoint_module
 from equivlib.engine.checkpoint import load_checkpoint
 from equivlib.engine.config import RunConfig
 from equivlib.engine.run import NonFiniteLoss, StopTraining, progress_enabled, run
-from equivlib.experiments.protocols import paper_config
+from equivlib.experiments.recipes import paper_config
 from equivlib.experiments.rotmnist import rotmnist_config
 from equivlib.store.results import config_hash, load_result
+from tests.fakes import _write_cifar10
 
 MNIST = dict(epochs=3, batch_size=64, sizes=(256, 64, 64), angles=[0.0, 90.0, 45.0], seed=3,
              channels=2)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torchvision.datasets.cifar as tv_cifar
-from fakes import _write_cifar10, write_cifar10_batches
 
 from equivlib.data.base import DatasetMissingError
 from equivlib.engine.grid import run_grid
@@ -31,6 +30,7 @@ from equivlib.experiments.classification import (
     welch_tests,
 )
 from equivlib.experiments.rotation import welch
+from tests.fakes import _write_cifar10, write_cifar10_batches
 
 P4 = Variant("p4")
 TINY = dict(width=2, epochs=1, batch_size=40)
@@ -49,7 +49,7 @@ def accept_small_files(monkeypatch):
 
 
 # ------------------------------------------------------------------ configs
-# DESIGN §7 says about 2.63 M parameters for each; P4M at width 12 has 2.96 M (12.5 % more:
+# docs/design.md §7 says about 2.63 M parameters for each; P4M at width 12 has 2.96 M (12.5 % more:
 # width 11 would give 2.49 M). The paper's widths are kept.
 @pytest.mark.parametrize("group, width, params", [("z2", 32, 2.63e6), ("p4", 16, 2.63e6),
                                                   ("p4m", 12, 2.96e6)])

@@ -198,8 +198,8 @@ def test_latex_table():
 @pytest.mark.parametrize("regime, extra", [("none", []), ("biased:40", ["--sigma", "40"]),
                                            ("uniform", ["--sigma", "20"])])
 def test_cli_and_notebook_configs_share_the_results_store_key(regime, extra):
-    from equivlib.__main__ import build_parser
-    from equivlib.engine.cli import config_from_args
+    from equivlib.cli import build_parser
+    from equivlib.cli.train import config_from_args
     spec = parse_regimes(regime)[0]
     (nb_config,) = experiment_configs(
         parse_models("p4_mnist_cnn@27"), [spec], 1, epochs=50, batch_size=256, lr=0.01,

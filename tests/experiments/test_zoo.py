@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from equivlib.__main__ import main
+from equivlib.cli import main
 from equivlib.experiments import zoo
 
 
@@ -109,16 +109,16 @@ def test_nearest_size_search_reuses_the_traced_cells(monkeypatch, name, nearest,
     """model_rows traces each size once: the search for the nearest exact size starts from
     the table's verdicts and traces only sizes outside it. It finds the same size as a search
     on its own, and one pixel above that size is not exact."""
-    import equivlib.exactness as exactness
+    import equivlib.tracer as tracer
 
     calls: list[int] = []
-    real = exactness.trace
+    real = tracer.trace
 
     def counting(model, size, *args, **kwargs):
         calls.append(size)
         return real(model, size, *args, **kwargs)
 
-    monkeypatch.setattr(exactness, "trace", counting)
+    monkeypatch.setattr(tracer, "trace", counting)
     monkeypatch.setattr(zoo, "trace", counting)
     sizes = list(range(220, 233))
     cells, row = zoo.model_rows(name, sizes)
@@ -126,6 +126,6 @@ def test_nearest_size_search_reuses_the_traced_cells(monkeypatch, name, nearest,
     assert calls[:len(sizes)] == sizes and len(calls) == len(sizes) + searched
     assert not set(calls[len(sizes):]) & set(sizes)
     model = zoo.build_on_meta(name)
-    assert exactness.nearest_exact_size(model, 224, max_distance=32) == nearest
+    assert tracer.nearest_exact_size(model, 224, max_distance=32) == nearest
     assert zoo.trace_cell(model, nearest)["verdict"] == "exact"
     assert zoo.trace_cell(model, nearest + 1)["verdict"] == "not exact"

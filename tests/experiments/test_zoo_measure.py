@@ -19,10 +19,10 @@ from torchvision.models.swin_transformer import (
 )
 from torchvision.models.vision_transformer import VisionTransformer
 
-from equivlib.exactness import trace
 from equivlib.experiments import zoo
 from equivlib.experiments import zoo_measure as zm
 from equivlib.experiments.symmetric_weights import d4_average, symmetric_kernel, symmetrize
+from equivlib.tracer import trace
 
 INVARIANT, VARIANT = zm.INVARIANT, zm.VARIANT
 

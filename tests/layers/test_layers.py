@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from layouts import in_layout
 from torch import nn
 
 from equivlib.checks import equivariance_error
@@ -21,6 +20,7 @@ from equivlib.layers import (
     GroupMaxPool2d,
     LiftingConv2d,
 )
+from tests.layouts import in_layout
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

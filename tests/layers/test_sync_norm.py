@@ -8,8 +8,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ddp_helpers import exit_worker
-from layouts import in_layout
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -22,6 +20,8 @@ from equivlib.layers import (
 )
 from equivlib.models import get_model
 from equivlib.tracer import trace
+from tests.ddp_helpers import exit_worker
+from tests.layouts import in_layout
 
 EXACT_TOL, INEXACT_MIN = 1e-10, 1e-3
 

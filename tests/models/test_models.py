@@ -103,7 +103,7 @@ def test_mnist_cnn_parameter_counts_match_the_paper(name, params):
 @pytest.mark.parametrize("name, widths, params", [
     ("z2_resnet44", [8, 14, 28], 129_538), ("p4_resnet44", [4, 7, 14], 128_652)])
 def test_pcam_resnet_parameter_counts_match_the_paper(name, widths, params):
-    """DESIGN §7: the counts hold with a BN after each 1x1 shortcut conv (without it they
+    """docs/design.md §7: the counts hold with a BN after each 1x1 shortcut conv (without it they
     are 84 and 42 short)."""
     assert n_params(get_model(name, num_classes=2, widths=widths)) == params
 
