@@ -68,6 +68,24 @@ def plan(cells: pd.DataFrame, extra: pd.DataFrame | None = None) -> list[Task]:
     return tasks
 
 
+def off_by_one_cells(cells: pd.DataFrame, per_model: pd.DataFrame, models: Sequence[str],
+                     reference: int) -> pd.DataFrame:
+    """The cells of ``models`` one pixel above their nearest exact size (at ``reference``
+    for a model with none): where each must measure as not exact (the ``extra`` of
+    :func:`plan`)."""
+    nearest = per_model.set_index("model").nearest
+    size = {m: int(nearest[m]) + 1 if pd.notna(nearest.get(m)) else reference for m in models}
+    return cells[cells.model.isin(models) & (cells["size"] == cells.model.map(size))]
+
+
+def change_by_kind(check: pd.DataFrame) -> pd.DataFrame:
+    """Count, smallest and largest measured change per kind of cell (the tracer's verdict,
+    grid only or not, and which weights were symmetrised)."""
+    grid_only = check.grid_only.map({True: ", grid only", False: ""})
+    kinds = check.assign(kind=check.trace + grid_only + " / " + check.weights)
+    return kinds.groupby("kind").change.agg(["count", "min", "max"])
+
+
 @contextmanager
 def _default_dtype(dtype: torch.dtype):
     before = torch.get_default_dtype()

@@ -254,3 +254,26 @@ def test_measure_a_small_table():
         "change below 1e-10 of another image's), 0 of them once the positional embedding or "
         "flattening head is symmetric too; without it 0 of 0 grid-only models change above "
         "1e-06; 1 of 1 cells one pixel off change above 1e-06")
+
+
+@pytest.mark.parametrize("nearest, reference, picked", [
+    (225, 224, 226),  # one pixel above the nearest exact size
+    (None, 224, 224),  # no exact size: the reference size
+])
+def test_off_by_one_cells_are_one_pixel_above_the_nearest_exact_size(nearest, reference,
+                                                                     picked):
+    cells = pd.DataFrame({"model": ["a"] * 4 + ["b"], "size": [223, 224, 225, 226, 226],
+                          "verdict": ["not exact"] * 5})
+    per_model = pd.DataFrame({"model": ["a", "b"], "nearest": [nearest, 225]})
+    chosen = zm.off_by_one_cells(cells, per_model, ["a"], reference)
+    assert list(zip(chosen.model, chosen["size"], strict=True)) == [("a", picked)]
+
+
+def test_change_by_kind_counts_each_kind_of_cell():
+    check = pd.DataFrame({"trace": ["exact", "exact", "not exact"],
+                          "grid_only": [False, False, True],
+                          "weights": [zm.KERNELS, zm.KERNELS, zm.POSITIONAL],
+                          "change": [1e-16, 3e-16, 1.4]})
+    table = zm.change_by_kind(check)
+    assert table.loc[f"exact / {zm.KERNELS}"].tolist() == [2, 1e-16, 3e-16]
+    assert table.loc[f"not exact, grid only / {zm.POSITIONAL}", "count"] == 1
