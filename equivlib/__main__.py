@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
-
+from equivlib._deprecation import moved_names
 from equivlib.cli import main, run_script
 
 # names this module held before equivlib.cli (deprecated aliases until equivlib 0.2)
@@ -16,16 +13,7 @@ _MOVED = {"CliError": "equivlib.cli", "DEBUG_HELP": "equivlib.cli",
           "check": "equivlib.cli.check:check_command",
           "MAX_ZOO_SIZES": "equivlib.cli.zoo", "ZooProgress": "equivlib.cli.zoo",
           "zoo": "equivlib.cli.zoo:zoo_command"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, new = _MOVED[name].partition(":")
-    new = new or name
-    warnings.warn(f"equivlib.__main__.{name} moved to {module}.{new}; the alias goes in "
-                  "equivlib 0.2", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), new)
+__getattr__ = moved_names(__name__, _MOVED)
 
 
 __all__ = ["main"]

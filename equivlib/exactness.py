@@ -20,8 +20,9 @@ pooling layer reads (:func:`pool_windows`, :func:`adaptive_windows`,
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
+
+from equivlib._deprecation import moved_names
 
 __all__ = ["Pair", "Stage", "adaptive_windows", "as_pair", "is_exact", "is_exact_stack",
            "output_size", "pool_windows", "shifted_windows_symmetric", "stage_sizes",
@@ -146,14 +147,5 @@ def adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
 _MOVED_TO_TRACER = frozenset({"STOPS", "TraceReport", "TraceRow", "exact_input_sizes",
                               "infer_input_shape", "nearest_exact_size", "trace"})
 
-
-def __getattr__(name: str):
-    """``equivlib.exactness.<name>`` for a name that moved to :mod:`equivlib.tracer`: that
-    name, with a DeprecationWarning (imported on use: this module never imports the tracer)."""
-    if name in _MOVED_TO_TRACER:
-        warnings.warn(f"equivlib.exactness.{name} moved to equivlib.tracer.{name}; the alias "
-                      "goes in equivlib 0.2", DeprecationWarning, stacklevel=2)
-        import importlib
-
-        return getattr(importlib.import_module("equivlib.tracer"), name)
-    raise AttributeError(f"module 'equivlib.exactness' has no attribute {name!r}")
+# imported on use: this module never imports the tracer
+__getattr__ = moved_names(__name__, dict.fromkeys(_MOVED_TO_TRACER, "equivlib.tracer"))

@@ -80,6 +80,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from equivlib._deprecation import REMOVAL, moved_names
 from equivlib.groups import Group
 from equivlib.layers import GroupLayer, plain_batch_norm
 
@@ -377,16 +378,7 @@ class ExportMixin:
 
 
 # ---------------------------------------------------------------------------- aliases
-_MOVED = "the alias goes in equivlib 0.2"
-
-
-def __getattr__(name: str) -> object:
-    """Deprecated alias: the function ``equivlib.export.export`` is now :func:`export_model`."""
-    if name == "export":
-        warnings.warn(f"equivlib.export.export moved to equivlib.export.export_model; {_MOVED}",
-                      DeprecationWarning, stacklevel=2)
-        return export_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"export": f"{__name__}:export_model"})
 
 
 class _CallableModule(types.ModuleType):
@@ -394,7 +386,7 @@ class _CallableModule(types.ModuleType):
     ``import equivlib`` used to bind over the module) warns and calls :func:`export_model`."""
 
     def __call__(self, model: nn.Module) -> fx.GraphModule:
-        warnings.warn(f"equivlib.export(model) moved to equivlib.export_model(model); {_MOVED}",
+        warnings.warn(f"equivlib.export(model) moved to equivlib.export_model(model); {REMOVAL}",
                       DeprecationWarning, stacklevel=2)
         return export_model(model)
 

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "equivlib"
 
 # lowest first; a module may import from its own rank and the ranks below it
 LAYERS: list[tuple[str, ...]] = [
-    ("groups",),
+    ("groups", "_deprecation"),
     ("layers",),
     ("exactness",),
     ("tracer", "tracer_rules", "checks", "export"),

@@ -145,7 +145,8 @@ def test_a_from_import_of_a_moved_name_warns_where_it_is_written():
 
 
 def test_exactness_has_no_other_names_and_imports_nothing_from_equivlib():
-    """The arithmetic sits below the tracer: it imports no equivlib module at load time."""
+    """The arithmetic sits below the tracer: at load time it imports no equivlib module but
+    the helper of its deprecated aliases (the bottom layer)."""
     import ast
     from pathlib import Path
 
@@ -156,4 +157,5 @@ def test_exactness_has_no_other_names_and_imports_nothing_from_equivlib():
     tree = ast.parse(Path(exactness.__file__).read_text())
     imported = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in imported if m and m.split(".")[0] == "equivlib"]
+    assert not [m for m in imported if m and m.split(".")[0] == "equivlib"
+                and m != "equivlib._deprecation"]

@@ -4,9 +4,7 @@ this module). Its old names resolve there, with a DeprecationWarning, until equi
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from equivlib._deprecation import moved_names
 
 _TRAIN = ("IMAGE_CHANNELS", "KWARG_FLAGS", "model_misfit", "models_for", "check_model",
           "check_flags", "add_train_parser", "given_flags", "CONFIG_FLAGS", "SET_PATHS",
@@ -20,11 +18,4 @@ _MOVED = {"CliError": "equivlib.cli:CliError", "run_command": "equivlib.cli:run_
           **{name: f"equivlib.cli.train:{name}" for name in _TRAIN},
           **{name: f"equivlib.cli.grid:{name}" for name in _GRID}}
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, new = _MOVED[name].partition(":")
-    warnings.warn(f"equivlib.engine.cli.{name} moved to {module}.{new}; the alias goes in "
-                  "equivlib 0.2", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), new)
+__getattr__ = moved_names(__name__, _MOVED)

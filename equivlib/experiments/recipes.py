@@ -11,10 +11,10 @@ prepared, not how a model is trained.)
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from equivlib._deprecation import moved_names
 from equivlib.engine.config import RunConfig
 
 
@@ -117,11 +117,4 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def __getattr__(name: str) -> Any:
-    """``PAPER_PROTOCOLS``: the old name of :data:`PAPER_RECIPES`, deprecated."""
-    if name == "PAPER_PROTOCOLS":
-        warnings.warn("equivlib.experiments.recipes.PAPER_PROTOCOLS moved to "
-                      "equivlib.experiments.recipes.PAPER_RECIPES; the alias goes in equivlib 0.2",
-                      DeprecationWarning, stacklevel=2)
-        return PAPER_RECIPES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"PAPER_PROTOCOLS": f"{__name__}:PAPER_RECIPES"})

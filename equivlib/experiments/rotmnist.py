@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from equivlib._deprecation import moved_names
 from equivlib.data.registry import get_dataset
 from equivlib.engine.config import RunConfig
 from equivlib.engine.restore import predict_test_set
@@ -213,11 +214,12 @@ def upright_confusions(configs: Sequence[dict[str, Any] | RunConfig],
     return per_model.rename(columns={"swapped": name}).assign(**{f"{name} share of errors": share})
 
 
-_MOVED = {name: "rotation" for name in (
+_ROTATION = "equivlib.experiments.rotation"
+_MOVED = {**dict.fromkeys((
     "ModelSpec", "RegimeSpec", "NotebookGrid", "RunLog", "accuracy_table", "per_run",
     "summary_table", "welch_tests", "quarter_turn_spread", "SAME_ACCURACY_POINTS",
-    "training_angle_density", "plot_accuracy_vs_rotation", "latex_table", "format_summary")}
-_RENAMED = {"check_exact_quarter_turns": "assert_exact_quarter_turns"}
+    "training_angle_density", "plot_accuracy_vs_rotation", "latex_table", "format_summary"),
+    _ROTATION), "check_exact_quarter_turns": f"{_ROTATION}:assert_exact_quarter_turns"}
 
 
 def run_labels(config: dict[str, Any] | RunConfig) -> tuple[str, str]:
@@ -228,12 +230,4 @@ def run_labels(config: dict[str, Any] | RunConfig) -> tuple[str, str]:
     return rotation.run_label(config), rotation.RegimeSpec.of(config).label
 
 
-def __getattr__(name: str) -> Any:
-    """The names that moved to :mod:`equivlib.experiments.rotation`, deprecated here."""
-    new = _RENAMED.get(name, name if name in _MOVED else None)
-    if new is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"equivlib.experiments.rotmnist.{name} moved to "
-                  f"equivlib.experiments.rotation.{new}; the alias goes in equivlib 0.2",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(rotation, new)
+__getattr__ = moved_names(__name__, _MOVED)

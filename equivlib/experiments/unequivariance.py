@@ -11,7 +11,6 @@ so the horse is bright on a zero background, resized and standardised, in float6
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from equivlib._deprecation import renamed
 from equivlib.exactness import is_exact
 from equivlib.groups import P4
 from equivlib.models import get_model
@@ -180,12 +180,8 @@ def assert_claim_c4(run: Training, inexact_size: int, exact_size: int) -> str:
         f"largest |logits(x) - logits(T x)| over training: {inexact_size}: above {TIE:.0e} "
         f"(told apart), {exact_size}: below {TIE:.0e} (float rounding)"])
 
-def check_claim(run: Training, inexact_size: int, exact_size: int) -> str:
-    """Deprecated alias of :func:`assert_claim_c4`."""
-    warnings.warn("equivlib.experiments.unequivariance.check_claim was renamed "
-                  "assert_claim_c4; the alias goes in equivlib 0.2", DeprecationWarning,
-                  stacklevel=2)
-    return assert_claim_c4(run, inexact_size, exact_size)
+
+check_claim = renamed("check_claim", assert_claim_c4)
 
 
 # ---------------------------------------------------------------------------- why

@@ -78,8 +78,7 @@ attention), :mod:`.grid` and :mod:`.grid_rules` (convolution, pooling, interpola
 
 from __future__ import annotations
 
-import warnings
-
+from equivlib._deprecation import moved_names
 from equivlib.tracer_rules.recorder import Recorder
 
 __all__ = ["Recorder"]
@@ -94,15 +93,5 @@ _MOVED = {
                      "REDUCTIONS"), "catalogue"),
 }
 
-
-def __getattr__(name: str):
-    """``equivlib.tracer_rules.<name>`` for a name now in one of its modules, with a
-    DeprecationWarning."""
-    if name in _MOVED:
-        new = f"equivlib.tracer_rules.{_MOVED[name]}"
-        warnings.warn(f"equivlib.tracer_rules.{name} moved to {new}.{name}; the alias goes "
-                      "in equivlib 0.2", DeprecationWarning, stacklevel=2)
-        import importlib
-
-        return getattr(importlib.import_module(new), name)
-    raise AttributeError(f"module 'equivlib.tracer_rules' has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {name: f"{__name__}.{module}"
+                                     for name, module in _MOVED.items()})
